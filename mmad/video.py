@@ -1,0 +1,360 @@
+"""Video decoding, writing and frame sampling (PyAV; no ffmpeg binary needed).
+
+Frames are numpy ``uint8`` arrays in RGB order: one frame is (H, W, 3), a stack is (T, H, W, 3).
+Frame indices count decoded frames from 0 in presentation order. The sampling functions are pure
+numpy and return ``int64`` index arrays of shape (T,) that :func:`read_frames` accepts directly.
+
+Nothing here holds a whole video in memory: :func:`read_frames` keeps only the requested frames and
+stops decoding after the last one; :func:`iter_frames` streams.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from mmad.errors import DataError
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about a video's first video stream.
+
+    ``fps`` frames per second; ``num_frames`` frame count (from the container header, or
+    ``round(duration * fps)`` when the header has none); ``width``/``height`` in pixels;
+    ``duration`` in seconds (``num_frames / fps`` when the container gives no duration).
+    """
+
+    fps: float
+    num_frames: int
+    width: int
+    height: int
+    duration: float
+
+
+def _open(path: Path):
+    import av
+
+    if not path.exists():
+        raise DataError(path, "video file not found")
+    if path.is_dir():
+        raise DataError(path, "expected a video file, found a folder")
+    if path.stat().st_size == 0:
+        raise DataError(path, "empty video file")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+        raise DataError(path, f"unreadable or truncated video ({reason})") from None
+    if not container.streams.video:
+        container.close()
+        raise DataError(path, "no video stream in the file")
+    return container
+
+
+def _stream_fps(stream) -> float | None:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate is not None and rate > 0:
+            return float(rate)
+    return None
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Read fps, frame count, size and duration of ``path`` from its container (no decoding).
+
+    Raises :class:`DataError` naming the file when it is missing, empty, unreadable, truncated or
+    has no video frames.
+    """
+    path = Path(path)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        fps = _stream_fps(stream)
+        if fps is None:
+            raise DataError(path, "the video stream has no frame rate")
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        num_frames = int(stream.frames or 0)
+        if num_frames <= 0 and duration is not None:
+            num_frames = int(round(duration * fps))
+        if num_frames <= 0:
+            raise DataError(path, "the video has no frames")
+        if duration is None or duration <= 0:
+            duration = num_frames / fps
+        width = int(stream.codec_context.width)
+        height = int(stream.codec_context.height)
+        if width <= 0 or height <= 0:
+            raise DataError(path, f"bad frame size {width}x{height}")
+        return VideoInfo(fps=fps, num_frames=num_frames, width=width, height=height, duration=duration)
+    finally:
+        container.close()
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def _check_counts(num_frames: int, count: int, count_name: str) -> None:
+    if int(num_frames) < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if int(count) < 1:
+        raise ValueError(f"{count_name} must be >= 1, got {count}")
+
+
+def segment_indices(
+    num_frames: int, num_segments: int, *, train: bool, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """TSN-style sampling: one frame from each of ``num_segments`` equal segments.
+
+    Segment ``i`` covers the continuous span ``[i * L, (i + 1) * L)`` with ``L = num_frames /
+    num_segments``; training takes a uniformly random position inside it, testing its centre. When
+    the video is shorter than ``num_segments`` the same formula repeats frames in temporal order
+    (``[0, 0, 1, 1, 2, ...]``).
+
+    Returns:
+        (num_segments,) int64, non-decreasing, each in ``[0, num_frames - 1]``.
+    """
+    _check_counts(num_frames, num_segments, "num_segments")
+    seg_len = num_frames / num_segments
+    if train:
+        rng = rng if rng is not None else np.random.default_rng()
+        offsets = rng.random(num_segments)
+    else:
+        offsets = np.full(num_segments, 0.5)
+    positions = (np.arange(num_segments) + offsets) * seg_len
+    return np.clip(np.floor(positions).astype(np.int64), 0, num_frames - 1)
+
+
+def dense_indices(
+    num_frames: int,
+    num_samples: int,
+    stride: int,
+    *,
+    train: bool,
+    rng: np.random.Generator | None = None,
+    loop: bool = True,
+) -> np.ndarray:
+    """``num_samples`` consecutive frames ``stride`` apart.
+
+    When the span ``(num_samples - 1) * stride + 1`` fits, testing centres it in the video and
+    training starts it at a uniformly random frame (temporal jitter). When it does not fit,
+    ``loop=True`` wraps around the video (training from a random start, testing from frame 0) and
+    ``loop=False`` starts at 0 and repeats the last frame.
+
+    Returns:
+        (num_samples,) int64, each in ``[0, num_frames - 1]``.
+    """
+    _check_counts(num_frames, num_samples, "num_samples")
+    if int(stride) < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    steps = np.arange(num_samples, dtype=np.int64) * int(stride)
+    span = int(steps[-1]) + 1
+    if span <= num_frames:
+        if train:
+            rng = rng if rng is not None else np.random.default_rng()
+            start = int(rng.integers(0, num_frames - span + 1))
+        else:
+            start = (num_frames - span) // 2
+        return start + steps
+    if not loop:
+        return np.minimum(steps, num_frames - 1)
+    start = int((rng if rng is not None else np.random.default_rng()).integers(0, num_frames)) if train else 0
+    return (start + steps) % num_frames
+
+
+def step_indices(num_frames: int, stride: int) -> np.ndarray:
+    """Every ``stride``-th frame from 0, for feature extraction over a long video: (ceil(N / stride),) int64."""
+    _check_counts(num_frames, stride, "stride")
+    return np.arange(0, int(num_frames), int(stride), dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _resized_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """(width, height) after scaling so that the shorter side is ``short_side`` (unchanged when None)."""
+    if short_side is None:
+        return width, height
+    if short_side < 1:
+        raise ValueError(f"size must be >= 1, got {short_side}")
+    scale = short_side / min(width, height)
+    if width <= height:
+        return short_side, max(1, int(round(height * scale)))
+    return max(1, int(round(width * scale))), short_side
+
+
+def _to_rgb(frame, out_size: tuple[int, int], native: tuple[int, int]) -> np.ndarray:
+    if out_size == native:
+        return frame.to_ndarray(format="rgb24")
+    return frame.to_ndarray(format="rgb24", width=out_size[0], height=out_size[1])
+
+
+def _decoded_frames(container, path: Path):
+    """Yield decoded frames; a decoding error after the first frame ends the stream (truncated data)."""
+    import av
+
+    stream = container.streams.video[0]
+    produced = False
+    try:
+        for frame in container.decode(stream):
+            produced = True
+            yield frame
+    except av.error.FFmpegError as exc:
+        if not produced:
+            raise DataError(path, f"cannot decode any frame ({exc.__class__.__name__}: {exc})") from None
+
+
+def read_frames(path: str | os.PathLike, indices, *, size: int | None = None) -> np.ndarray:
+    """Decode the frames at ``indices`` (any order, repeats allowed) of the video at ``path``.
+
+    Decodes sequentially from the start, converts only the requested frames and stops after the
+    largest requested index. An index past the real end of the stream (the container over-stated
+    its length) gets the last decoded frame.
+
+    Args:
+        indices: (T,) non-negative frame indices.
+        size: when given, frames are resized on decode so that the shorter side has this length.
+
+    Returns:
+        (T, H, W, 3) uint8 RGB, row ``t`` the frame at ``indices[t]``.
+
+    Raises:
+        DataError: the file is missing/unreadable, or no frame could be decoded.
+    """
+    path = Path(path)
+    wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if wanted.size == 0:
+        raise ValueError("read_frames needs at least one index")
+    if wanted.min() < 0:
+        raise ValueError(f"frame indices must be >= 0, got {int(wanted.min())}")
+    needed = set(wanted.tolist())
+    last_needed = int(wanted.max())
+    kept: dict[int, np.ndarray] = {}
+    last_frame = None
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        native = (int(stream.codec_context.width), int(stream.codec_context.height))
+        out_size = _resized_size(*native, size)
+        for index, frame in enumerate(_decoded_frames(container, path)):
+            if index in needed or index == last_needed:
+                kept[index] = _to_rgb(frame, out_size, native)
+            last_frame = (index, frame)
+            if index >= last_needed:
+                break
+    finally:
+        container.close()
+    if last_frame is None:
+        raise DataError(path, "no frame could be decoded")
+    last_index, frame = last_frame
+    if last_index not in kept:
+        kept[last_index] = _to_rgb(frame, out_size, native)
+    return np.stack([kept[i] if i in kept else kept[last_index] for i in wanted.tolist()])
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    *,
+    stride: int = 1,
+    start: int = 0,
+    end: int | None = None,
+    size: int | None = None,
+) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Stream ``(frame_index, time_s, frame)`` for frames ``start, start + stride, ...`` below ``end``.
+
+    ``start``/``end`` are frame indices (``end`` exclusive, None = to the end of the stream);
+    ``time_s = frame_index / fps``; ``frame`` is (H, W, 3) uint8 RGB, resized so that the shorter side
+    is ``size`` when given. Memory does not grow with the video's length.
+    """
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if start < 0:
+        raise ValueError(f"start must be >= 0, got {start}")
+    path = Path(path)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        fps = _stream_fps(stream)
+        if fps is None:
+            raise DataError(path, "the video stream has no frame rate")
+        native = (int(stream.codec_context.width), int(stream.codec_context.height))
+        out_size = _resized_size(*native, size)
+        for index, frame in enumerate(_decoded_frames(container, path)):
+            if end is not None and index >= end:
+                break
+            if index < start or (index - start) % stride:
+                continue
+            yield index, index / fps, _to_rgb(frame, out_size, native)
+    finally:
+        container.close()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_video(
+    path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, *, crf: int = 23
+) -> Path:
+    """Encode ``frames`` ((H, W, 3) uint8 RGB each, H and W even) as H.264 yuv420p at ``fps``.
+
+    Writes to a temporary file beside ``path`` and renames it into place, so a reader never sees a
+    half-written video. The container format follows the suffix (``.mp4``). Encoding is single
+    threaded so that parallel writers do not compete. Returns ``path``.
+
+    Raises:
+        ValueError: no frames, frames of differing or odd sizes, or not uint8 (H, W, 3).
+    """
+    import av
+
+    path = Path(path)
+    if fps <= 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    rate = Fraction(fps).limit_denominator(1001)
+    container = av.open(str(tmp), mode="w")
+    count = 0
+    try:
+        stream = None
+        for frame in frames:
+            frame = np.asarray(frame)
+            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                raise ValueError(f"frame {count}: expected (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+            height, width = frame.shape[:2]
+            if stream is None:
+                if height % 2 or width % 2:
+                    raise ValueError(f"H.264 yuv420p needs even frame sizes, got {width}x{height}")
+                stream = container.add_stream("libx264", rate=rate)
+                stream.width, stream.height = width, height
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": str(int(crf)), "preset": "veryfast", "threads": "1"}
+                stream.codec_context.time_base = 1 / rate
+            elif (height, width) != (stream.height, stream.width):
+                raise ValueError(
+                    f"frame {count}: size {width}x{height} differs from the first frame's "
+                    f"{stream.width}x{stream.height}"
+                )
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            video_frame.pts = count
+            for packet in stream.encode(video_frame):
+                container.mux(packet)
+            count += 1
+        if stream is None:
+            raise ValueError("write_video needs at least one frame")
+        for packet in stream.encode():
+            container.mux(packet)
+    except BaseException:
+        container.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    container.close()
+    os.replace(tmp, path)
+    return path
+
