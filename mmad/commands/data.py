@@ -1,0 +1,119 @@
+"""``mmad data``: summary statistics, validation and synthetic generation of datasets.
+
+    mmad data stats FILE [--json] [--subset S] [--split S]
+    mmad data check DIR [--skip-bad] [--report FILE] [--no-videos] [--no-keypoints]
+    mmad data synth recognition|detection --preset tiny|small|demo --out DIR [--seed N]
+"""
+
+from __future__ import annotations
+
+import json
+
+from mmad.commands import add_group
+
+
+def register(subparsers) -> None:
+    sub = add_group(subparsers, "data", "inspect, validate and generate datasets")
+
+    p = sub.add_parser(
+        "stats", help="counts and distributions of an annotation file",
+        description="Numbers of videos, instances and classes, per-class counts, durations, instances per "
+                    "video and the fraction of overlapping instances, for any supported annotation file: "
+                    "MA-52 list (.txt), MMA-52 CSV or mmad.json, iMiGUE labels CSV.")
+    p.add_argument("file", metavar="FILE", help="annotation file")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--subset", help="mmad.json: only this subset (train, val, test)")
+    p.add_argument("--split", help="iMiGUE: cross-subject side (train, test); MA-52 list: the split's name")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave bad rows out (listed on stderr) instead of stopping at the first")
+    p.set_defaults(func=run_stats)
+
+    p = sub.add_parser(
+        "check", help="validate a dataset folder",
+        description="Validate a dataset folder in any supported layout (MA-52, MMA-52, iMiGUE): annotation rows, "
+                    "labels, segments outside their video, missing or unreadable videos, frame count and fps "
+                    "against the annotations, keypoint coverage. Prints counts and every problem. Exit status: "
+                    "0 no problems, 1 problems, 2 not a dataset folder.")
+    p.add_argument("root", metavar="DIR", help="dataset folder")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="bad items are listed (and written to --report) but only make the exit status 1 when a "
+                        "split is left with no usable item")
+    p.add_argument("--report", metavar="FILE", help="write the counts and every problem as JSON")
+    p.add_argument("--min-coverage", type=float, default=0.5, metavar="F",
+                   help="smallest acceptable fraction of frames with a detected person (default 0.5)")
+    p.add_argument("--no-videos", action="store_true", help="do not open the videos")
+    p.add_argument("--no-keypoints", action="store_true", help="do not read the keypoints")
+    p.set_defaults(func=run_check)
+
+    p = sub.add_parser(
+        "synth", help="write the MicroPuppet synthetic dataset",
+        description="Render the MicroPuppet synthetic micro-action dataset in the real on-disk formats: "
+                    "'recognition' (MA-52 layout, trimmed clips) or 'detection' (MMA-52 layout, untrimmed).")
+    p.add_argument("task", choices=("recognition", "detection"), help="which layout to write")
+    p.add_argument("--preset", default="tiny", choices=("tiny", "small", "demo"),
+                   help="size preset (default tiny: seconds to make)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=run_synth)
+
+
+def run_stats(args) -> int:
+    import sys
+
+    from mmad.datasets.layout import annotation_kind, read_annotation_file
+    from mmad.datasets.stats import annotation_stats, format_stats
+    from mmad.taxonomy import class_names
+
+    kind = annotation_kind(args.file)
+    records = read_annotation_file(args.file, subset=args.subset, split=args.split, skip_bad=args.skip_bad)
+    for problem in records.problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    stats = annotation_stats(records)
+    if args.json:
+        stats["per_class"] = {str(k): v for k, v in stats["per_class"].items()}
+        stats.update(file=str(args.file), format=kind, subset=args.subset, split=args.split,
+                     skipped_rows=len(records.problems))
+        print(json.dumps(stats))
+        return 0
+    title = f"{args.file} ({kind}" + "".join(f", {k} {v}" for k, v in (("subset", args.subset), ("split", args.split))
+                                             if v) + ")"
+    print(format_stats(stats, class_names=class_names(kind), title=title))
+    return 0
+
+
+def run_check(args) -> int:
+    from mmad.datasets.check import check_dataset, format_report
+    from mmad.datasets.common import atomic_write_text
+
+    report = check_dataset(args.root, check_videos=not args.no_videos, check_keypoints=not args.no_keypoints,
+                           min_keypoint_coverage=args.min_coverage)
+    print(format_report(report))
+    if args.report:
+        atomic_write_text(args.report, json.dumps(report.to_dict(), indent=2) + "\n")
+        print(f"report written to {args.report}")
+    if report.ok:
+        return 0
+    if args.skip_bad and report.usable and all(n > 0 for n in report.usable.values()):
+        print(f"{len(report.problems)} bad item(s) to skip; every split keeps usable items")
+        return 0
+    return 1
+
+
+def run_synth(args) -> int:
+    from mmad import synth
+    from mmad.datasets.layout import open_dataset
+
+    generate = synth.generate_recognition if args.task == "recognition" else synth.generate_detection
+    generate(args.out, preset=args.preset, seed=args.seed)
+    info = open_dataset(args.out)
+    parts = []
+    for split in info.splits:
+        records = info.read(split)
+        if info.layout == "mma52":
+            instances = sum(len(r.segments) for r in records)
+            parts.append(f"{split} {len(records)} videos / {instances} instances")
+        else:
+            parts.append(f"{split} {len(records)} clips")
+    print(f"wrote {args.task} dataset ({args.preset}, seed {args.seed}) to {args.out}")
+    print(f"{info.layout} layout: " + ", ".join(parts))
+    return 0
