@@ -1,0 +1,168 @@
+"""From head outputs to a table of detections in seconds.
+
+Every (point, class) pair is a candidate with score ``sigmoid(logit)``. Per video: candidates over
+padding or under ``score_threshold`` are dropped, the ``pre_nms_topk`` best are decoded to
+segments, converted to seconds and clipped to ``[0, duration]``. Gaussian soft-NMS then runs
+separately for every (video, class) group, all groups at once on padded tensors, and each video
+keeps its ``max_segments`` best survivors. The output is a pandas DataFrame with the columns
+``video_id, t_start, t_end, label, score``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+
+from detection.model import DetectorOutput
+from detection.timeline import Timeline
+
+PREDICTION_COLUMNS = ["video_id", "t_start", "t_end", "label", "score"]
+
+
+def segment_iou(one: torch.Tensor, many: torch.Tensor) -> torch.Tensor:
+    """IoU of segments ``one`` (..., 2) against ``many`` (..., K, 2) -> (..., K)."""
+    onset = torch.maximum(one[..., None, 0], many[..., 0])
+    offset = torch.minimum(one[..., None, 1], many[..., 1])
+    intersection = (offset - onset).clamp(min=0)
+    union = (one[..., None, 1] - one[..., None, 0]) + (many[..., 1] - many[..., 0]) - intersection
+    return torch.where(union > 0, intersection / union.clamp(min=torch.finfo(union.dtype).tiny),
+                       torch.zeros_like(union))
+
+
+def batched_soft_nms(segments: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor, *, sigma: float = 0.5,
+                     min_score: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian soft-NMS run independently in each of G groups, all groups per iteration at once.
+
+    Within a group, repeatedly the remaining candidate with the highest score is kept, and every
+    other remaining candidate's score is multiplied by ``exp(-iou**2 / sigma)``; candidates whose
+    score falls under ``min_score`` are discarded. Ties go to the lower index.
+
+    Args:
+        segments: (G, K, 2) onset/offset; scores: (G, K); valid: (G, K) bool (False = padding).
+
+    Returns:
+        ``kept`` (G, K) bool and ``kept_scores`` (G, K): the score each kept candidate had when it
+        was chosen (0 elsewhere).
+    """
+    scores = scores.clone()
+    alive = valid & (scores >= min_score)
+    kept = torch.zeros_like(alive)
+    kept_scores = torch.zeros_like(scores)
+    rows = torch.arange(scores.shape[0], device=scores.device)
+    neg_inf = torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device)
+    for _ in range(scores.shape[1]):
+        running = alive.any(dim=1)
+        if not bool(running.any()):
+            break
+        best = torch.where(alive, scores, neg_inf).argmax(dim=1)  # (G,)
+        picked_rows, picked = rows[running], best[running]
+        kept[picked_rows, picked] = True
+        kept_scores[picked_rows, picked] = scores[picked_rows, picked]
+        alive[picked_rows, picked] = False
+        decay = torch.exp(-segment_iou(segments[rows, best], segments) ** 2 / sigma)  # (G, K)
+        scores = torch.where(alive & running[:, None], scores * decay, scores)
+        alive &= scores >= min_score
+    return kept, kept_scores
+
+
+def soft_nms_reference(segments: list[tuple[float, float]], scores: list[float], *, sigma: float = 0.5,
+                       min_score: float = 1e-3) -> list[tuple[int, float]]:
+    """Plain-Python Gaussian soft-NMS of one group: ``[(index, score when kept), ...]`` in the order kept."""
+    current = {i: float(s) for i, s in enumerate(scores) if s >= min_score}
+    kept = []
+    while current:
+        best = max(current, key=lambda i: (current[i], -i))
+        best_score = current.pop(best)
+        kept.append((best, best_score))
+        b0, b1 = segments[best]
+        for i in list(current):
+            s0, s1 = segments[i]
+            intersection = max(0.0, min(b1, s1) - max(b0, s0))
+            union = (b1 - b0) + (s1 - s0) - intersection
+            iou = intersection / union if union > 0 else 0.0
+            current[i] *= math.exp(-iou * iou / sigma)
+            if current[i] < min_score:
+                del current[i]
+    return kept
+
+
+def _pack_groups(group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Slots of Q grouped items in a padded (G, K) layout: (sort order, group row, column, K)."""
+    order = torch.argsort(group_ids, stable=True)
+    sorted_ids = group_ids[order]
+    unique_ids, row, counts = torch.unique_consecutive(sorted_ids, return_inverse=True, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    column = torch.arange(sorted_ids.numel(), device=group_ids.device) - starts[row]
+    return order, row, column, int(counts.max())
+
+
+def postprocess_detections(output: DetectorOutput, *, timelines: Sequence[Timeline], durations: Sequence[float],
+                           video_ids: Sequence[str], score_threshold: float = 1e-3, pre_nms_topk: int = 2000,
+                           nms_sigma: float = 0.5, min_score: float = 1e-3, max_segments: int = 100,
+                           min_duration: float = 0.01) -> pd.DataFrame:
+    """Detections of a batch in seconds.
+
+    Args:
+        output: head outputs for B videos (cls_logits (B, P, C), offsets, points, mask).
+        timelines: B :class:`Timeline` mapping each video's step coordinates to seconds.
+        durations: B video durations in seconds (segments are clipped to them).
+        video_ids: B ids.
+        score_threshold: candidates scoring at or below it are dropped before NMS.
+        pre_nms_topk: at most this many candidates per video enter NMS.
+        nms_sigma, min_score: Gaussian soft-NMS parameters (see :func:`batched_soft_nms`).
+        max_segments: at most this many detections per video.
+        min_duration: segments shorter than this (seconds, after clipping) are dropped.
+
+    Returns:
+        DataFrame ``video_id, t_start, t_end, label, score``, each video's rows best first.
+    """
+    with torch.no_grad():
+        probs = output.cls_logits.float().sigmoid()
+        decoded = output.segments().float()
+        num_classes = probs.shape[-1]
+        seg_list, score_list, label_list, video_list = [], [], [], []
+        for b in range(probs.shape[0]):
+            flat = (probs[b] * output.mask[b, :, None]).flatten()
+            candidates = torch.nonzero(flat > score_threshold).flatten()
+            if candidates.numel() > pre_nms_topk:
+                candidates = candidates[flat[candidates].topk(pre_nms_topk).indices]
+            point, label = candidates // num_classes, candidates % num_classes
+            steps = decoded[b, point, label] if output.class_aware else decoded[b, point]
+            seconds = timelines[b].to_seconds(steps).clamp(min=0.0, max=float(durations[b]))
+            long_enough = (seconds[:, 1] - seconds[:, 0]) >= min_duration
+            seg_list.append(seconds[long_enough])
+            score_list.append(flat[candidates][long_enough])
+            label_list.append(label[long_enough])
+            video_list.append(torch.full_like(label[long_enough], b))
+        segments, scores = torch.cat(seg_list), torch.cat(score_list)
+        labels, videos = torch.cat(label_list), torch.cat(video_list)
+        if scores.numel() == 0:
+            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+                PREDICTION_COLUMNS, [object, float, float, int, float])})
+
+        order, row, column, width = _pack_groups(videos * num_classes + labels)
+        num_groups = int(row.max()) + 1
+        packed_segments = segments.new_zeros(num_groups, width, 2)
+        packed_scores = scores.new_zeros(num_groups, width)
+        packed_valid = torch.zeros(num_groups, width, dtype=torch.bool, device=scores.device)
+        packed_segments[row, column] = segments[order]
+        packed_scores[row, column] = scores[order]
+        packed_valid[row, column] = True
+        kept, kept_scores = batched_soft_nms(packed_segments, packed_scores, packed_valid, sigma=nms_sigma,
+                                             min_score=min_score)
+        survivor = kept[row, column]
+        final_scores = kept_scores[row, column][survivor]
+        final_segments = segments[order][survivor]
+        final_labels, final_videos = labels[order][survivor], videos[order][survivor]
+
+        rows = []
+        for b in range(probs.shape[0]):
+            mine = torch.nonzero(final_videos == b).flatten()
+            mine = mine[torch.argsort(final_scores[mine], descending=True, stable=True)][:max_segments]
+            for i in mine.tolist():
+                rows.append((video_ids[b], float(final_segments[i, 0]), float(final_segments[i, 1]),
+                             int(final_labels[i]), float(final_scores[i])))
+    return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)

@@ -1,0 +1,114 @@
+import pytest
+import torch
+
+from detection.assign import pyramid_points
+from detection.model import DetectorOutput
+from detection.postprocess import (
+    PREDICTION_COLUMNS,
+    batched_soft_nms,
+    postprocess_detections,
+    segment_iou,
+    soft_nms_reference,
+)
+from detection.timeline import Timeline
+
+
+def random_groups(seed, num_groups=7, width=25):
+    gen = torch.Generator().manual_seed(seed)
+    onset = torch.rand(num_groups, width, generator=gen, dtype=torch.float64) * 10
+    length = torch.rand(num_groups, width, generator=gen, dtype=torch.float64) * 4 + 0.05
+    segments = torch.stack([onset, onset + length], dim=-1)
+    # clusters of near-duplicates so that decay matters
+    segments[:, 1::3] = segments[:, 0::3][:, : segments[:, 1::3].shape[1]] + 0.1
+    scores = torch.rand(num_groups, width, generator=gen, dtype=torch.float64)
+    counts = torch.randint(0, width + 1, (num_groups,), generator=gen)
+    valid = torch.arange(width)[None, :] < counts[:, None]
+    return segments, scores, valid
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("sigma,min_score", [(0.5, 1e-3), (0.1, 0.2), (0.9, 0.0)])
+def test_batched_soft_nms_equals_loop_reference(seed, sigma, min_score):
+    segments, scores, valid = random_groups(seed)
+    kept, kept_scores = batched_soft_nms(segments, scores, valid, sigma=sigma, min_score=min_score)
+    for g in range(segments.shape[0]):
+        n = int(valid[g].sum())
+        reference = soft_nms_reference(segments[g, :n].tolist(), scores[g, :n].tolist(), sigma=sigma,
+                                       min_score=min_score)
+        assert sorted(i for i, _ in reference) == torch.nonzero(kept[g]).flatten().tolist()
+        for i, score in reference:
+            assert kept_scores[g, i].item() == pytest.approx(score, rel=1e-9, abs=1e-12)
+        assert not kept[g, n:].any()
+
+
+def test_soft_nms_decays_duplicates_but_keeps_distinct_segments():
+    segments = torch.tensor([[[0.0, 2.0], [0.0, 2.0], [5.0, 6.0]]])
+    scores = torch.tensor([[0.9, 0.8, 0.7]])
+    kept, kept_scores = batched_soft_nms(segments, scores, torch.ones(1, 3, dtype=torch.bool), sigma=0.5,
+                                         min_score=0.0)
+    assert kept.all()
+    assert kept_scores[0, 0] == pytest.approx(0.9)
+    assert kept_scores[0, 2] == pytest.approx(0.7)
+    assert kept_scores[0, 1] == pytest.approx(0.8 * torch.exp(torch.tensor(-2.0)).item(), rel=1e-5)
+
+
+def test_segment_iou():
+    iou = segment_iou(torch.tensor([0.0, 2.0]), torch.tensor([[1.0, 3.0], [2.0, 4.0], [0.0, 2.0], [1.0, 1.0]]))
+    assert torch.allclose(iou, torch.tensor([1 / 3, 0.0, 1.0, 0.0]))
+
+
+def make_output(num_steps, num_classes, hits, *, class_aware=True, pad_to=None):
+    """Head output with background logits -8 and, per hit (point, class, logit, onset, offset), a candidate."""
+    total = pad_to or num_steps
+    points = pyramid_points(total, regression_ranges=[(0, 4), (4, 1e4)])
+    logits = torch.full((1, points.shape[0], num_classes), -8.0)
+    offsets = torch.zeros((1, points.shape[0], num_classes, 2) if class_aware else (1, points.shape[0], 2))
+    for point, cls, logit, onset, offset in hits:
+        logits[0, point, cls] = logit
+        pos, stride = points[point, 0], points[point, 3]
+        dist = torch.tensor([(pos - onset) / stride, (offset - pos) / stride])
+        if class_aware:
+            offsets[0, point, cls] = dist
+        else:
+            offsets[0, point] = dist
+    mask = pyramid_points(total, regression_ranges=[(0, 4), (4, 1e4)])[:, 0] < num_steps
+    return DetectorOutput(cls_logits=logits, offsets=offsets, points=points, mask=mask[None])
+
+
+def test_postprocess_decodes_to_clipped_seconds():
+    timeline = Timeline.from_stride(fps=30.0, stride_frames=4, num_steps=20)
+    output = make_output(20, 3, [(5, 1, 3.0, 2.0, 8.0), (6, 2, 2.0, 4.0, 30.0), (12, 0, 1.0, -3.0, 14.0)])
+    table = postprocess_detections(output, timelines=[timeline], durations=[2.6], video_ids=["vid"],
+                                   score_threshold=0.01)
+    assert list(table.columns) == PREDICTION_COLUMNS
+    assert table["label"].tolist() == [1, 2, 0]
+    first = table.iloc[0]
+    assert first["t_start"] == pytest.approx(timeline.to_seconds(2.0), abs=1e-5)
+    assert first["t_end"] == pytest.approx(timeline.to_seconds(8.0), abs=1e-5)
+    assert first["score"] == pytest.approx(torch.sigmoid(torch.tensor(3.0)).item(), rel=1e-5)
+    assert table["t_end"].max() <= 2.6 and table["t_start"].min() >= 0.0
+    assert table.iloc[1]["t_end"] == pytest.approx(2.6)
+    assert table.iloc[2]["t_start"] == 0.0
+
+
+def test_postprocess_ignores_padding_threshold_and_caps_segments():
+    timeline = Timeline.from_stride(fps=30.0, stride_frames=4, num_steps=10)
+    hits = [(i, i % 2, 2.0 - 0.1 * i, i - 1.0, i + 1.0) for i in range(10)] + [(12, 0, 5.0, 11.0, 13.0)]
+    output = make_output(10, 2, hits, pad_to=16)  # point 12 lies over padding
+    table = postprocess_detections(output, timelines=[timeline], durations=[10.0], video_ids=["v"],
+                                   score_threshold=0.5, max_segments=4)
+    assert len(table) == 4
+    assert table["score"].is_monotonic_decreasing
+    assert table["t_end"].max() <= timeline.to_seconds(10.0)
+    assert table["score"].min() > 0.5
+
+
+def test_postprocess_class_agnostic_and_empty():
+    timeline = Timeline.from_stride(fps=30.0, stride_frames=4, num_steps=20)
+    output = make_output(20, 2, [(4, 0, 4.0, 1.0, 7.0)], class_aware=False)
+    table = postprocess_detections(output, timelines=[timeline], durations=[5.0], video_ids=["v"],
+                                   score_threshold=0.5)
+    assert len(table) == 1 and table.iloc[0]["label"] == 0
+    empty = postprocess_detections(make_output(20, 2, []), timelines=[timeline], durations=[5.0],
+                                   video_ids=["v"], score_threshold=0.5)
+    assert empty.empty and list(empty.columns) == PREDICTION_COLUMNS
