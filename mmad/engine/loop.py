@@ -1,0 +1,399 @@
+"""``fit``: the training loop shared by every stage, and ``evaluate_checkpoint``."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from mmad.config import to_dict
+from mmad.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    atomic_copy,
+    atomic_save,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+)
+from mmad.engine.config import OptimConfig, TrainConfig
+from mmad.engine.data import (
+    batch_size_of,
+    build_eval_loader,
+    build_train_loader,
+    move_to_device,
+    set_loader_epoch,
+)
+from mmad.engine.distributed import (
+    DistContext,
+    all_gather_objects,
+    barrier,
+    cleanup_distributed,
+    mean_across_ranks,
+    setup_distributed,
+)
+from mmad.engine.ema import ModelEMA
+from mmad.engine.logs import (
+    MetricsLog,
+    ScalarWriter,
+    attach_log_handlers,
+    detach_log_handlers,
+    format_duration,
+    log,
+)
+from mmad.engine.optim import LRSchedule, build_optimizer
+from mmad.engine.seeding import seed_everything
+from mmad.engine.task import Task
+from mmad.errors import ConfigError
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`.
+
+    ``epochs_done`` counts completed epochs (equal to ``TrainConfig.epochs`` unless stopped early);
+    ``best_metric``/``best_epoch`` are None when nothing was validated; ``history`` holds the
+    ``metrics.jsonl`` records of this run folder.
+    """
+
+    run_dir: Path
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    best_metric: float | None
+    best_epoch: int | None
+    epochs_done: int
+    global_step: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def _plain(tree: Any) -> Any:
+    """Tuples to lists, recursively (YAML- and weights_only-friendly)."""
+    if isinstance(tree, dict):
+        return {str(k): _plain(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_plain(v) for v in tree]
+    return tree
+
+
+def _amp_settings(train_cfg: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype]:
+    use_amp = train_cfg.amp and device.type == "cuda"
+    dtype = torch.bfloat16 if train_cfg.amp_dtype == "bfloat16" else torch.float16
+    return use_amp, dtype
+
+
+def _evaluate(task: Task, model: nn.Module, loader: Any, ctx: DistContext, *, use_amp: bool,
+              amp_dtype: torch.dtype) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), torch.autocast(device_type=ctx.device.type, dtype=amp_dtype, enabled=use_amp):
+        metrics = task.evaluate(model, loader, device=ctx.device, distributed=ctx.distributed)
+    model.train(was_training)
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="it", leave=False, dynamic_ncols=True,
+                disable=not (enabled and sys.stderr.isatty()))
+
+
+def fit(
+    task: Task,
+    train_cfg: TrainConfig,
+    optim_cfg: OptimConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    config_dict: dict[str, Any] | None = None,
+    stop_after: int | None = None,
+) -> FitResult:
+    """Train ``task`` for ``train_cfg.epochs`` epochs, writing checkpoints and logs to ``out_dir``.
+
+    Args:
+        task: the stage (see :class:`mmad.engine.Task`).
+        train_cfg / optim_cfg: the loop and optimizer settings.
+        out_dir: the run folder; receives ``last.pt`` (every epoch), ``best.pt`` (highest
+            ``task.primary_metric``), ``metrics.jsonl``, ``train.log``, ``config.yaml``, ``tb/`` and
+            ``skipped.txt`` (items dropped for a DataError).
+        resume: continue from ``out_dir/last.pt`` (model, EMA, optimizer, scaler, epoch, step,
+            best metric, RNG states, data order); without that file training starts from scratch.
+            Without ``resume``, an existing ``last.pt`` is an error rather than overwritten.
+        device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available. Under ``torchrun`` each
+            process takes ``cuda:LOCAL_RANK`` (or the CPU with Gloo).
+        config_dict: the full experiment config, stored in checkpoints and ``config.yaml``.
+        stop_after: stop once this many epochs are complete, keeping the schedule of
+            ``train_cfg.epochs`` (an interruption that ``resume`` continues).
+
+    Returns:
+        A :class:`FitResult` with the best metric, its epoch and the checkpoint paths.
+    """
+    ctx = setup_distributed(device)
+    handlers = []
+    try:
+        run_dir = Path(out_dir)
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            handlers = attach_log_handlers(run_dir)
+        barrier(ctx)
+        return _fit(task, train_cfg, optim_cfg, run_dir, ctx, resume=resume, config_dict=config_dict,
+                    stop_after=stop_after)
+    finally:
+        detach_log_handlers(handlers)
+        cleanup_distributed(ctx)
+
+
+def _fit(task: Task, train_cfg: TrainConfig, optim_cfg: OptimConfig, run_dir: Path, ctx: DistContext, *,
+         resume: bool, config_dict: dict[str, Any] | None, stop_after: int | None) -> FitResult:
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if not resume and last_path.exists():
+        raise ConfigError(f"{run_dir} already holds last.pt: pass --resume to continue that run or choose another --out")
+    config = _plain(config_dict if config_dict is not None
+                    else {"train": to_dict(train_cfg), "optim": to_dict(optim_cfg)})
+    device = ctx.device
+
+    # Model, EMA, optimizer, precision. The model is built from the same seed on every rank.
+    seed_everything(train_cfg.seed, train_cfg.deterministic)
+    model = task.build_model().to(device)
+    if train_cfg.sync_batchnorm and ctx.distributed:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if ctx.distributed:
+        seed_everything(train_cfg.seed + ctx.rank, train_cfg.deterministic)
+    ema = ModelEMA(model, train_cfg.ema) if train_cfg.ema is not None else None
+    param_groups = getattr(task, "param_groups", None)
+    optimizer = build_optimizer(model, optim_cfg, param_groups=param_groups(model) if param_groups else None)
+    use_amp, amp_dtype = _amp_settings(train_cfg, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    # Data.
+    skip_log = run_dir / "skipped.txt"
+    pin = device.type == "cuda"
+    train_loader = build_train_loader(
+        task.train_dataset(), task.collate, batch_size=train_cfg.batch_size, num_workers=train_cfg.num_workers,
+        seed=train_cfg.seed, rank=ctx.rank, world_size=ctx.world_size, drop_last=train_cfg.drop_last,
+        pin_memory=pin, skip_log=skip_log)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ConfigError("the training set is empty")
+    val_set = task.val_dataset()
+    val_loader = None
+    if val_set is not None and len(val_set) > 0:  # type: ignore[arg-type]
+        val_loader = build_eval_loader(
+            val_set, task.collate, batch_size=train_cfg.eval_batch_size or train_cfg.batch_size,
+            num_workers=train_cfg.num_workers, rank=ctx.rank, world_size=ctx.world_size, pin_memory=pin,
+            skip_log=skip_log)
+    schedule = LRSchedule(optim_cfg, steps_per_epoch=steps_per_epoch, epochs=train_cfg.epochs)
+
+    # Resume.
+    start_epoch, best_metric, best_epoch = 0, None, None
+    metrics_log = MetricsLog(run_dir / "metrics.jsonl")
+    rng_state = None
+    if resume and last_path.is_file():
+        ckpt = load_checkpoint(last_path, model, optimizer=optimizer, scaler=scaler, ema=ema, map_location=device)
+        start_epoch = int(ckpt["epoch"])
+        best_metric, best_epoch = ckpt.get("best_metric"), ckpt.get("best_epoch")
+        if ckpt["schedule"]["steps_per_epoch"] != steps_per_epoch:
+            log.warning("resume: %d iterations per epoch now, %d in the checkpoint; the schedule shifts",
+                        steps_per_epoch, ckpt["schedule"]["steps_per_epoch"])
+        per_rank = ckpt.get("rng_per_rank") or []
+        rng_state = per_rank[ctx.rank] if len(per_rank) == ctx.world_size else ckpt["rng"]
+        old, new = _flatten(ckpt.get("config") or {}), _flatten(config)
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k != "train.epochs")
+        if changed:
+            log.warning("resume: config differs from the checkpoint's in %s", ", ".join(changed[:12]))
+        if ctx.is_main:
+            metrics_log.truncate_after(start_epoch)
+        log.info("resumed from %s at epoch %d (step %d)", last_path, start_epoch, int(ckpt["global_step"]))
+    elif resume:
+        log.warning("resume: %s not found, starting from scratch", last_path)
+    if ctx.is_main:
+        with open(run_dir / "config.yaml", "w", encoding="utf-8") as f:
+            yaml.safe_dump(config, f, sort_keys=False)
+
+    train_model: nn.Module = model
+    if ctx.distributed:
+        train_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=train_cfg.find_unused_parameters)
+    writer = ScalarWriter(run_dir / "tb", enabled=train_cfg.tensorboard and ctx.is_main)
+    extra_scalars = getattr(task, "extra_scalars", None)
+    if rng_state is not None:
+        restore_rng_state(rng_state)
+
+    epochs_done = start_epoch
+    epoch_times: list[float] = []
+    try:
+        for epoch in range(start_epoch, train_cfg.epochs):
+            if stop_after is not None and epoch >= stop_after:
+                break
+            t0 = time.perf_counter()
+            set_loader_epoch(train_loader, epoch=epoch, seed=train_cfg.seed, rank=ctx.rank)
+            train_model.train()
+            sums: dict[str, torch.Tensor] = {}
+            seen = 0
+            lr = schedule.lr_at(epoch * steps_per_epoch)
+            bar = _progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{train_cfg.epochs}",
+                                train_cfg.progress_bar and ctx.is_main)
+            for i, batch in enumerate(train_loader):
+                step = epoch * steps_per_epoch + i
+                bar.update(1)
+                if batch is None:
+                    continue
+                lr = schedule.apply(optimizer, step)
+                batch = move_to_device(batch, device, non_blocking=pin)
+                with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
+                    losses = task.training_step(train_model, batch)
+                loss = losses["loss"]
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(f"loss is {loss_value} at epoch {epoch + 1}, iteration {step}")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                grad_norm = None
+                if optim_cfg.clip_grad_norm is not None:
+                    scaler.unscale_(optimizer)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.clip_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                if ema is not None:
+                    ema.update(model)
+                n = batch_size_of(batch)
+                seen += n
+                for k, v in losses.items():
+                    v = torch.as_tensor(v).detach().float()
+                    sums[k] = sums.get(k, 0.0) + v * n
+                if ctx.is_main and (step + 1) % train_cfg.log_every == 0:
+                    scalars = {f"train/{k}": float(v.detach()) for k, v in losses.items()
+                               if torch.is_tensor(v) and v.numel() == 1}
+                    scalars["lr"] = lr
+                    if grad_norm is not None:
+                        scalars["train/grad_norm"] = float(grad_norm)
+                    writer.scalars(scalars, step + 1)
+                elapsed = time.perf_counter() - t0
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}",
+                                samples_s=f"{seen * ctx.world_size / max(elapsed, 1e-9):.1f}", refresh=False)
+            bar.close()
+            train_time = time.perf_counter() - t0
+            train_means = mean_across_ranks({k: float(v) / max(seen, 1) for k, v in sums.items()}, ctx)
+            samples_per_s = seen * ctx.world_size / max(train_time, 1e-9)
+            epochs_done = epoch + 1
+            global_step = epochs_done * steps_per_epoch
+
+            val_metrics: dict[str, float] = {}
+            if val_loader is not None and (epochs_done % train_cfg.eval_every == 0 or epochs_done == train_cfg.epochs):
+                eval_model = ema.module if ema is not None else model
+                val_metrics = _evaluate(task, eval_model, val_loader, ctx, use_amp=use_amp, amp_dtype=amp_dtype)
+                if task.primary_metric not in val_metrics:
+                    raise ConfigError(f"evaluate() returned {sorted(val_metrics)}, without the primary metric "
+                                      f"'{task.primary_metric}'")
+            extras = {k: float(v) for k, v in (extra_scalars(model) if extra_scalars else {}).items()}
+            improved = False
+            if task.primary_metric in val_metrics:
+                value = val_metrics[task.primary_metric]
+                improved = math.isfinite(value) and (best_metric is None or value > best_metric)
+                if improved:
+                    best_metric, best_epoch = value, epochs_done
+
+            rng_all = all_gather_objects(capture_rng_state()) if ctx.distributed else [capture_rng_state()]
+            epoch_time = time.perf_counter() - t0
+            epoch_times.append(epoch_time)
+            if ctx.is_main:
+                record: dict[str, Any] = {"epoch": epochs_done, "step": global_step, "lr": lr,
+                                          "time_s": round(epoch_time, 3), "samples_per_s": round(samples_per_s, 2)}
+                record.update({f"train/{k}": v for k, v in train_means.items()})
+                record.update({f"val/{k}": v for k, v in val_metrics.items()})
+                record.update({f"extra/{k}": v for k, v in extras.items()})
+                metrics_log.append(record)
+                writer.scalars({k: v for k, v in record.items() if k.startswith(("train/", "val/", "extra/"))}
+                               | {"epoch_lr": lr, "samples_per_s": samples_per_s}, global_step)
+                checkpoint = {
+                    "format": CHECKPOINT_FORMAT,
+                    "model": model.state_dict(),
+                    "ema": ema.module.state_dict() if ema is not None else None,
+                    "ema_updates": ema.updates if ema is not None else 0,
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epochs_done,
+                    "global_step": global_step,
+                    "best_metric": best_metric,
+                    "best_epoch": best_epoch,
+                    "metric_name": task.primary_metric,
+                    "val_metrics": val_metrics,
+                    "rng": rng_all[0],
+                    "rng_per_rank": rng_all,
+                    "data_order": {"seed": train_cfg.seed, "epoch": epochs_done, "world_size": ctx.world_size},
+                    "config": config,
+                }
+                atomic_save(checkpoint, last_path)
+                if improved:
+                    atomic_copy(last_path, best_path)
+                remaining = (train_cfg.epochs - epochs_done) * sum(epoch_times) / len(epoch_times)
+                losses_text = " ".join(f"{k} {v:.4f}" for k, v in train_means.items())
+                val_text = " ".join(f"{k} {v:.4f}" for k, v in val_metrics.items())
+                best_text = f" (best {best_metric:.4f} @ {best_epoch})" if best_metric is not None else ""
+                log.info("epoch %d/%d  %s  lr %.3g  %s%s  %.0f samples/s  %s  eta %s", epochs_done,
+                         train_cfg.epochs, losses_text, lr, val_text or "no val", best_text if val_text else "",
+                         samples_per_s, format_duration(epoch_time), format_duration(remaining))
+            barrier(ctx)
+    finally:
+        writer.close()
+
+    return FitResult(
+        run_dir=run_dir, last_checkpoint=last_path,
+        best_checkpoint=best_path if best_path.is_file() else None,
+        best_metric=best_metric, best_epoch=best_epoch, epochs_done=epochs_done,
+        global_step=epochs_done * steps_per_epoch, history=metrics_log.read())
+
+
+def evaluate_checkpoint(
+    task: Task,
+    checkpoint: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    use_ema: bool = True,
+    dataset: Any | None = None,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    amp: bool = False,
+) -> dict[str, float]:
+    """Metrics of ``task.evaluate`` for the weights in ``checkpoint`` (EMA weights when present and asked).
+
+    Args:
+        task: builds the model and evaluates it.
+        checkpoint: a file written by :func:`fit`.
+        dataset: the data to evaluate on; default ``task.val_dataset()``.
+        batch_size / num_workers: of the evaluation loader.
+        amp: bfloat16 autocast on GPU.
+    Under ``torchrun`` each rank evaluates its shard and the task gathers (see ``gather_eval_outputs``).
+    """
+    ctx = setup_distributed(device)
+    try:
+        model = task.build_model().to(ctx.device)
+        load_checkpoint(checkpoint, model, use_ema=use_ema, map_location=ctx.device)
+        data = dataset if dataset is not None else task.val_dataset()
+        if data is None:
+            raise ConfigError("no dataset to evaluate: the task has no validation set")
+        loader = build_eval_loader(data, task.collate, batch_size=batch_size, num_workers=num_workers,
+                                   rank=ctx.rank, world_size=ctx.world_size, pin_memory=ctx.device.type == "cuda")
+        use_amp = amp and ctx.device.type == "cuda"
+        return _evaluate(task, model, loader, ctx, use_amp=use_amp, amp_dtype=torch.bfloat16)
+    finally:
+        cleanup_distributed(ctx)
