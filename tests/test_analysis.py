@@ -336,3 +336,24 @@ def test_robust_covariance_matches_statsmodels_hc0():
     np.testing.assert_allclose(cov1, cov * 50 / 47, rtol=1e-12)
     _, cov3 = fit_logit_glm(y, x, cov_type="HC3")
     assert np.all(np.diag(cov3) > np.diag(cov))
+
+
+def test_adjustment_methods_and_families():
+    rng = np.random.default_rng(4)
+    tables = []
+    for action in range(3):
+        t = _null_table(rng, 30)
+        t["action_id"] = action
+        tables.append(t)
+    table = pd.concat(tables, ignore_index=True)
+    raw, _ = compare_groups(table, actions=[0, 1, 2], p_adjust="none")
+    np.testing.assert_allclose(raw.p_adj, raw.p)
+    bonf, _ = compare_groups(table, actions=[0, 1, 2], p_adjust="bonferroni", adjust_within="type")
+    for _, rows in bonf.groupby("type"):
+        np.testing.assert_allclose(rows.p_adj, np.minimum(1.0, rows.p * len(rows)))
+    bh, _ = compare_groups(table, actions=[0, 1, 2])
+    order = np.argsort(bh.p.to_numpy())
+    p_sorted, adj_sorted = bh.p.to_numpy()[order], bh.p_adj.to_numpy()[order]
+    ranks = np.arange(1, len(bh) + 1)
+    expected = np.minimum.accumulate((p_sorted * len(bh) / ranks)[::-1])[::-1].clip(max=1.0)
+    np.testing.assert_allclose(adj_sorted, expected)

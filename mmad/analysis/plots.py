@@ -103,6 +103,12 @@ def violin_plot(
         ax.set_title(str(names.get(action_id, action_id)))
         ax.set_ylabel("% time engaged" + (" (engagers)" if engagers_only else ""))
         ax.grid(axis="y", alpha=0.3)
+    from matplotlib.lines import Line2D
+
+    axes[0][0].legend(
+        [Line2D([], [], color="k", linewidth=1.4), Line2D([], [], color="k", linestyle="dashed", linewidth=1.0)],
+        ["mean", "median"], loc="upper left", fontsize=8, frameon=False,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
