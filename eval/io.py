@@ -41,6 +41,11 @@ def _read_csv(path: Path, *, string_columns: Sequence[str]) -> pd.DataFrame:
     return table
 
 
+def _shown(value) -> str:
+    """A cell as the user wrote it: "missing" for an empty cell."""
+    return "missing" if pd.isna(value) else str(value)
+
+
 def _first_bad(mask: np.ndarray) -> int | None:
     bad = np.flatnonzero(mask)
     return int(bad[0]) if bad.size else None
@@ -60,7 +65,7 @@ def _check_detection_table(
         values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
         row = _first_bad(~np.isfinite(values))
         if row is not None:
-            problem = "missing" if pd.isna(raw.iloc[row]) else f"not a finite number ({raw.iloc[row]!r})"
+            problem = "missing" if pd.isna(raw.iloc[row]) else f"not a finite number ({_shown(raw.iloc[row])})"
             raise EvalInputError(path, f"{name} {problem}", locate(row))
         out[name] = values
     row = _first_bad(out["score"].to_numpy() < 0)
@@ -199,7 +204,8 @@ def read_ma52_submission(
         row = _first_bad(~np.isfinite(values) | (values != np.round(values)) | (values < 0) | (values >= upper))
         if row is not None:
             raise EvalInputError(
-                path, f"{name} = {table[name].iloc[row]!r}, expected an integer in 0..{upper - 1}", f"line {row + 2}"
+                path, f"{name} = {_shown(table[name].iloc[row])}, expected an integer in 0..{upper - 1}",
+                f"line {row + 2}",
             )
         out[name] = values.astype(np.int64)
     return out
