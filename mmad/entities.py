@@ -38,7 +38,8 @@ Joint groups per entity (person's own sides; see :func:`entity_joint_groups`):
   fewer than two of those are visible but wrist and elbow are, the hand is placed past the
   wrist along the forearm: the box spans the wrist and ``wrist + 0.4 (wrist - elbow)`` (the
   hand's length is about 0.4 of the forearm's), instead of boxing the forearm.
-- torso: neck, shoulders, mid hip and hips.
+- torso: neck, shoulders, mid hip and hips. A layout without hips (``miga_22``) sees only the
+  shoulder line, so its torso box is extended down to one body scale below its top edge.
 - lower body: mid hip, hips, knees, ankles and feet.
 """
 
@@ -190,6 +191,8 @@ def entity_boxes(
     xy, conf = kp[..., :2], kp[..., 2]
     visible_all = conf > conf_threshold
 
+    scale = _scale_for_min_size(kp, layout, frame_size)
+    has_hips = bool(layout.joints("mid_hip", "left_hip", "right_hip"))
     raw = np.zeros((num_frames, num_entities, 4), dtype=np.float32)
     valid = np.zeros((num_frames, num_entities), dtype=bool)
     entity_conf = np.zeros((num_frames, num_entities), dtype=np.float32)
@@ -213,6 +216,9 @@ def entity_boxes(
                 box = np.where(fallback[:, None], fb_box, box)
                 mean_conf = np.where(fallback, (w[:, 2] + e[:, 2]) / 2, mean_conf)
                 ok = ok | fallback
+        if name == "torso" and not has_hips and np.isfinite(scale).any():
+            box = box.copy()
+            box[:, 3] = np.maximum(box[:, 3], box[:, 1] + np.nan_to_num(scale, nan=0.0))
         raw[:, k] = np.where(ok[:, None], box, 0.0)
         valid[:, k] = ok
         entity_conf[:, k] = np.where(ok, mean_conf, 0.0)
@@ -220,7 +226,6 @@ def entity_boxes(
     # Padding, then minimum size about the centre.
     wh = raw[..., 2:] - raw[..., :2]
     boxes = np.concatenate([raw[..., :2] - pad * wh, raw[..., 2:] + pad * wh], axis=-1)
-    scale = _scale_for_min_size(kp, layout, frame_size)
     if min_size > 0 and np.isfinite(scale).any():
         min_side = (min_size * np.nan_to_num(scale, nan=0.0))[:, None, None]  # (T, 1, 1)
         centre = (boxes[..., :2] + boxes[..., 2:]) / 2

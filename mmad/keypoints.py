@@ -49,6 +49,8 @@ __all__ = [
     "BODY25_NAMES",
     "HAND21_NAMES",
     "FACE70_NAMES",
+    "COCO18_NAMES",
+    "MIGA22_NAMES",
     "write_openpose_frames",
     "openpose_frame_path",
     "read_openpose_frame",
@@ -56,6 +58,7 @@ __all__ = [
     "read_pose_pickle",
     "read_miga_npy",
     "select_person",
+    "select_person_from_tracks",
     "normalize_keypoints",
     "body_scale",
 ]

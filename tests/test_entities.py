@@ -165,3 +165,12 @@ def test_fixed_and_center_crop_boxes():
     assert boxes.shape == (2, 6, 4)
     np.testing.assert_allclose(boxes[0, 4], [50.0, 25.0, 150.0, 75.0])
     assert (boxes == boxes[0, 0]).all()
+
+
+def test_torso_without_hips_extends_below_shoulders():
+    kp = np.zeros((1, 22, 3), dtype=np.float32)
+    kp[0, 1] = (100, 80, 0.9)  # neck
+    kp[0, 2] = (70, 82, 0.9)  # right shoulder
+    kp[0, 5] = (130, 82, 0.9)  # left shoulder -> body scale 60
+    boxes, _ = entity_boxes(kp, "miga_22", entities="k5", min_size=0.0, pad=0.0)
+    np.testing.assert_allclose(boxes[0, 4], [70.0, 80.0, 130.0, 140.0], atol=1e-4)

@@ -319,6 +319,20 @@ def test_select_person_follows_subject_when_order_swaps():
             assert centre < 400, f"frame {t} jumped to the other person"
 
 
+def test_read_folder_keeps_one_subject_in_multi_person_json(tmp_path):
+    for t in range(6):
+        subject = _person(200 + 2 * t, 300, 200)
+        other = _person(600, 310, 120, conf=0.6)
+        people = [subject, other] if t % 2 else [other, subject]
+        doc = {"version": 1.3, "people": [{"pose_keypoints_2d": p.reshape(-1).tolist()} for p in people]}
+        (tmp_path / f"v_{t:012d}_keypoints.json").write_text(json.dumps(doc))
+    kp = read_openpose_folder(tmp_path)
+    assert kp.shape == (6, 67, 3)
+    np.testing.assert_allclose(
+        kp[:, :25, 0].mean(axis=1), [_person(200 + 2 * t, 300, 200)[:, 0].mean() for t in range(6)], rtol=1e-5
+    )
+
+
 def test_select_person_ignores_bigger_newcomer_far_away():
     frames = [np.stack([_person(200, 300, 150)]) for _ in range(6)]
     frames += [np.stack([_person(900, 300, 300, conf=1.0), _person(205, 300, 150)]) for _ in range(4)]
