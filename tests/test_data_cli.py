@@ -160,3 +160,19 @@ def test_check_user_errors(capsys, tmp_path):
     assert rc == 2 and "dataset folder not found" in err and out == ""
     rc, _, err = run_cli(capsys, "data", "check", str(tmp_path))
     assert rc == 2 and "no known dataset layout" in err
+
+
+def test_synth_command_calls_the_generator_and_summarises(capsys, tmp_path, monkeypatch):
+    import mmad.synth
+
+    calls = []
+
+    def fake_generate_detection(out, *, preset, seed):
+        calls.append((out, preset, seed))
+        _mma52_folder(Path(out))
+
+    monkeypatch.setattr(mmad.synth, "generate_detection", fake_generate_detection, raising=False)
+    out_dir = tmp_path / "d2"
+    rc, out, _ = run_cli(capsys, "data", "synth", "detection", "--preset", "tiny", "--out", str(out_dir), "--seed", "3")
+    assert rc == 0 and calls == [(str(out_dir), "tiny", 3)]
+    assert f"to {out_dir}" in out and "train 1 videos / 2 instances" in out and "test 1 videos" in out

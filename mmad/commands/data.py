@@ -100,10 +100,15 @@ def run_check(args) -> int:
 
 
 def run_synth(args) -> int:
+    import sys
+
     from mmad import synth
     from mmad.datasets.layout import open_dataset
 
-    generate = synth.generate_recognition if args.task == "recognition" else synth.generate_detection
+    generate = getattr(synth, f"generate_{args.task}", None)
+    if generate is None:
+        print(f"error: this installation has no mmad.synth.generate_{args.task}", file=sys.stderr)
+        return 2
     generate(args.out, preset=args.preset, seed=args.seed)
     info = open_dataset(args.out)
     parts = []
