@@ -392,6 +392,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, run_dir: str) -> None:
     torch.save(info, Path(run_dir) / f"rank{rank}.info")
 
 
+@pytest.mark.slow
 def test_ddp_gloo_two_processes(tmp_path):
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     info = [torch.load(tmp_path / f"rank{r}.info", weights_only=True) for r in range(2)]
@@ -402,3 +403,19 @@ def test_ddp_gloo_two_processes(tmp_path):
     ckpt = final_state(tmp_path)
     assert ckpt["epoch"] == 2 and len(ckpt["rng_per_rank"]) == 2
     assert [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+# ---------------------------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp_dtype", ["float16", "bfloat16"])
+def test_mixed_precision_on_gpu(tmp_path, amp_dtype):
+    cfg = small_train(epochs=3, amp=True, amp_dtype=amp_dtype, deterministic=False, ema=0.9)
+    result = fit(ToyTask(), cfg, small_optim(), tmp_path, device="cuda", stop_after=2)
+    ckpt = final_state(tmp_path)
+    assert ("scale" in ckpt["scaler"]) == (amp_dtype == "float16")
+    assert ckpt["model"]["0.weight"].dtype == torch.float32 and result.epochs_done == 2
+    fit(ToyTask(), cfg, small_optim(), tmp_path, device="cuda", resume=True)
+    history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3] and all(np.isfinite(h["train/loss"]) for h in history)

@@ -57,6 +57,7 @@ training goes on; any other exception stops the run.
 """
 
 from mmad.engine.checkpoint import (
+    atomic_copy,
     atomic_save,
     capture_rng_state,
     load_checkpoint,
@@ -92,6 +93,7 @@ __all__ = [
     "SkipBadItems",
     "Task",
     "TrainConfig",
+    "atomic_copy",
     "atomic_save",
     "batch_size_of",
     "build_eval_loader",

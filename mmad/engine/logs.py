@@ -5,8 +5,10 @@
     {"epoch": 3, "step": 120, "lr": 0.0042, "time_s": 12.5, "samples_per_s": 310.2,
      "train/loss": 0.81, "train/ce": 0.74, "val/f1_mean": 0.52, "extra/routing_st_head": 0.48}
 
-``epoch`` counts completed epochs (1 after the first). Keys match the TensorBoard tags, so
-``pandas.read_json(path, lines=True)`` gives one column per curve.
+``epoch`` counts completed epochs (1 after the first); ``lr`` is the rate of the epoch's last
+iteration. The other keys are also the TensorBoard tags of the per-epoch curves (x = global step);
+per-iteration curves are tagged ``train_iter/<term>``, ``train_iter/lr`` and
+``train_iter/grad_norm``. ``pandas.read_json(path, lines=True)`` gives one column per curve.
 """
 
 from __future__ import annotations

@@ -182,7 +182,7 @@ def _fit(task: Task, train_cfg: TrainConfig, optim_cfg: OptimConfig, run_dir: Pa
     use_amp, amp_dtype = _amp_settings(train_cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
-    # Data.
+    # Data: shuffled training order from (seed, epoch); an unpadded validation shard per rank.
     skip_log = run_dir / "skipped.txt"
     pin = device.type == "cuda"
     train_loader = build_train_loader(
@@ -201,7 +201,7 @@ def _fit(task: Task, train_cfg: TrainConfig, optim_cfg: OptimConfig, run_dir: Pa
             skip_log=skip_log)
     schedule = LRSchedule(optim_cfg, steps_per_epoch=steps_per_epoch, epochs=train_cfg.epochs)
 
-    # Resume.
+    # Resume: weights, optimizer, scaler, EMA, counters; generator states just before the first epoch.
     start_epoch, best_metric, best_epoch = 0, None, None
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
     rng_state = None
@@ -237,6 +237,9 @@ def _fit(task: Task, train_cfg: TrainConfig, optim_cfg: OptimConfig, run_dir: Pa
     if rng_state is not None:
         restore_rng_state(rng_state)
 
+    parts = _RunParts(task=task, model=model, train_model=train_model, optimizer=optimizer, scaler=scaler,
+                      schedule=schedule, ema=ema, writer=writer, ctx=ctx, train_cfg=train_cfg, optim_cfg=optim_cfg,
+                      use_amp=use_amp, amp_dtype=amp_dtype)
     epochs_done = start_epoch
     epoch_times: list[float] = []
     try:
@@ -245,54 +248,7 @@ def _fit(task: Task, train_cfg: TrainConfig, optim_cfg: OptimConfig, run_dir: Pa
                 break
             t0 = time.perf_counter()
             set_loader_epoch(train_loader, epoch=epoch, seed=train_cfg.seed, rank=ctx.rank)
-            train_model.train()
-            sums: dict[str, torch.Tensor] = {}
-            seen = 0
-            lr = schedule.lr_at(epoch * steps_per_epoch)
-            bar = _progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{train_cfg.epochs}",
-                                train_cfg.progress_bar and ctx.is_main)
-            for i, batch in enumerate(train_loader):
-                step = epoch * steps_per_epoch + i
-                bar.update(1)
-                if batch is None:
-                    continue
-                lr = schedule.apply(optimizer, step)
-                batch = move_to_device(batch, device, non_blocking=pin)
-                with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-                    losses = task.training_step(train_model, batch)
-                loss = losses["loss"]
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(f"loss is {loss_value} at epoch {epoch + 1}, iteration {step}")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                grad_norm = None
-                if optim_cfg.clip_grad_norm is not None:
-                    scaler.unscale_(optimizer)
-                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.clip_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                if ema is not None:
-                    ema.update(model)
-                n = batch_size_of(batch)
-                seen += n
-                for k, v in losses.items():
-                    v = torch.as_tensor(v).detach().float()
-                    sums[k] = sums.get(k, 0.0) + v * n
-                if ctx.is_main and (step + 1) % train_cfg.log_every == 0:
-                    scalars = {f"train/{k}": float(v.detach()) for k, v in losses.items()
-                               if torch.is_tensor(v) and v.numel() == 1}
-                    scalars["lr"] = lr
-                    if grad_norm is not None:
-                        scalars["train/grad_norm"] = float(grad_norm)
-                    writer.scalars(scalars, step + 1)
-                elapsed = time.perf_counter() - t0
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}",
-                                samples_s=f"{seen * ctx.world_size / max(elapsed, 1e-9):.1f}", refresh=False)
-            bar.close()
-            train_time = time.perf_counter() - t0
-            train_means = mean_across_ranks({k: float(v) / max(seen, 1) for k, v in sums.items()}, ctx)
-            samples_per_s = seen * ctx.world_size / max(train_time, 1e-9)
+            train_means, samples_per_s, lr = _train_one_epoch(parts, train_loader, epoch)
             epochs_done = epoch + 1
             global_step = epochs_done * steps_per_epoch
 
@@ -311,6 +267,7 @@ def _fit(task: Task, train_cfg: TrainConfig, optim_cfg: OptimConfig, run_dir: Pa
                 if improved:
                     best_metric, best_epoch = value, epochs_done
 
+            # Every rank's generator states go into the checkpoint, so each rank resumes its own.
             rng_all = all_gather_objects(capture_rng_state()) if ctx.distributed else [capture_rng_state()]
             epoch_time = time.perf_counter() - t0
             epoch_times.append(epoch_time)
@@ -321,8 +278,8 @@ def _fit(task: Task, train_cfg: TrainConfig, optim_cfg: OptimConfig, run_dir: Pa
                 record.update({f"val/{k}": v for k, v in val_metrics.items()})
                 record.update({f"extra/{k}": v for k, v in extras.items()})
                 metrics_log.append(record)
-                writer.scalars({k: v for k, v in record.items() if k.startswith(("train/", "val/", "extra/"))}
-                               | {"epoch_lr": lr, "samples_per_s": samples_per_s}, global_step)
+                writer.scalars({k: v for k, v in record.items() if k not in ("epoch", "step", "time_s")},
+                               global_step)
                 checkpoint = {
                     "format": CHECKPOINT_FORMAT,
                     "model": model.state_dict(),
@@ -348,9 +305,9 @@ def _fit(task: Task, train_cfg: TrainConfig, optim_cfg: OptimConfig, run_dir: Pa
                 remaining = (train_cfg.epochs - epochs_done) * sum(epoch_times) / len(epoch_times)
                 losses_text = " ".join(f"{k} {v:.4f}" for k, v in train_means.items())
                 val_text = " ".join(f"{k} {v:.4f}" for k, v in val_metrics.items())
-                best_text = f" (best {best_metric:.4f} @ {best_epoch})" if best_metric is not None else ""
+                best_text = f" (best {best_metric:.4f} @ {best_epoch})" if val_text and best_metric is not None else ""
                 log.info("epoch %d/%d  %s  lr %.3g  %s%s  %.0f samples/s  %s  eta %s", epochs_done,
-                         train_cfg.epochs, losses_text, lr, val_text or "no val", best_text if val_text else "",
+                         train_cfg.epochs, losses_text, lr, val_text or "no val", best_text,
                          samples_per_s, format_duration(epoch_time), format_duration(remaining))
             barrier(ctx)
     finally:
@@ -361,6 +318,81 @@ def _fit(task: Task, train_cfg: TrainConfig, optim_cfg: OptimConfig, run_dir: Pa
         best_checkpoint=best_path if best_path.is_file() else None,
         best_metric=best_metric, best_epoch=best_epoch, epochs_done=epochs_done,
         global_step=epochs_done * steps_per_epoch, history=metrics_log.read())
+
+
+@dataclass
+class _RunParts:
+    """The objects one training epoch works with."""
+
+    task: Task
+    model: nn.Module  # unwrapped
+    train_model: nn.Module  # DDP wrapper or the model itself
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    schedule: LRSchedule
+    ema: ModelEMA | None
+    writer: ScalarWriter
+    ctx: DistContext
+    train_cfg: TrainConfig
+    optim_cfg: OptimConfig
+    use_amp: bool
+    amp_dtype: torch.dtype
+
+
+def _train_one_epoch(parts: _RunParts, loader: Any, epoch: int) -> tuple[dict[str, float], float, float]:
+    """One pass over ``loader``; returns (mean of each loss term, samples per second, last lr)."""
+    p, ctx, device = parts, parts.ctx, parts.ctx.device
+    steps_per_epoch = p.schedule.steps_per_epoch
+    p.train_model.train()
+    sums: dict[str, torch.Tensor] = {}
+    seen = 0
+    lr = p.schedule.lr_at(epoch * steps_per_epoch)
+    t0 = time.perf_counter()
+    bar = _progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{p.train_cfg.epochs}",
+                        p.train_cfg.progress_bar and ctx.is_main)
+    for i, batch in enumerate(loader):
+        step = epoch * steps_per_epoch + i
+        bar.update(1)
+        if batch is None:  # every item of this batch failed to load
+            continue
+        lr = p.schedule.apply(p.optimizer, step)
+        batch = move_to_device(batch, device, non_blocking=device.type == "cuda")
+        with torch.autocast(device_type=device.type, dtype=p.amp_dtype, enabled=p.use_amp):
+            losses = p.task.training_step(p.train_model, batch)
+        loss = losses["loss"]
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"loss is {loss_value} at epoch {epoch + 1}, iteration {step}")
+
+        p.optimizer.zero_grad(set_to_none=True)
+        p.scaler.scale(loss).backward()
+        grad_norm = None
+        if p.optim_cfg.clip_grad_norm is not None:
+            p.scaler.unscale_(p.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(p.model.parameters(), p.optim_cfg.clip_grad_norm)
+        p.scaler.step(p.optimizer)
+        p.scaler.update()
+        if p.ema is not None:
+            p.ema.update(p.model)
+
+        n = batch_size_of(batch)
+        seen += n
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + torch.as_tensor(v).detach().float() * n
+        if ctx.is_main and (step + 1) % p.train_cfg.log_every == 0:
+            scalars = {f"train_iter/{k}": float(v.detach()) for k, v in losses.items()
+                       if torch.is_tensor(v) and v.numel() == 1}
+            scalars["train_iter/lr"] = lr
+            if grad_norm is not None:
+                scalars["train_iter/grad_norm"] = float(grad_norm)
+            p.writer.scalars(scalars, step + 1)
+        elapsed = time.perf_counter() - t0
+        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}",
+                        samples_s=f"{seen * ctx.world_size / max(elapsed, 1e-9):.1f}", refresh=False)
+    bar.close()
+    train_time = time.perf_counter() - t0
+    means = mean_across_ranks({k: float(v) / max(seen, 1) for k, v in sums.items()}, ctx)
+    return means, seen * ctx.world_size / max(train_time, 1e-9), lr
 
 
 def evaluate_checkpoint(
