@@ -357,3 +357,37 @@ def test_adjustment_methods_and_families():
     ranks = np.arange(1, len(bh) + 1)
     expected = np.minimum.accumulate((p_sorted * len(bh) / ranks)[::-1])[::-1].clip(max=1.0)
     np.testing.assert_allclose(adj_sorted, expected)
+
+
+def test_tiny_random_studies_never_crash(tmp_path):
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        sizes = {g: int(rng.integers(1, 6)) for g in "ABC"[: int(rng.integers(1, 4))]}
+        base_prob = rng.uniform(0, 1, 52) * (rng.random(52) < 0.3)
+        detections, participants = simulate_study(
+            group_sizes=sizes, base_prob=base_prob, base_intensity=rng.uniform(0.001, 0.5, 52),
+            false_alarms_per_video=float(rng.uniform(0, 3)), seed=seed,
+        )
+        detections.to_csv(tmp_path / "d.csv", index=False)
+        participants.to_csv(tmp_path / "p.csv", index=False)
+        result = run_analysis(tmp_path / "d.csv", tmp_path / "p.csv", tmp_path / f"o{seed}",
+                              threshold=float(rng.uniform(0, 0.5)), covariates=("age", "sex") if seed % 2 else ())
+        written = (tmp_path / f"o{seed}" / "problems.txt").read_text().splitlines()
+        assert written == result.problems
+        assert np.isfinite(result.comparisons.p).all()
+
+
+def test_json_layouts(tmp_path):
+    det = {"class_id": 9, "class_name": "nodding", "body_group": "head", "t_start": 1.0, "t_end": 2.5, "score": 0.7}
+    (tmp_path / "vidA.json").write_text(json.dumps([det]))  # a bare list: the video id is the file's stem
+    (tmp_path / "many.json").write_text(json.dumps({"vidB": [det], "vidC": {"duration": 12.0, "detections": [det]}}))
+    (tmp_path / "anet.json").write_text(json.dumps(
+        {"results": {"vidD": [{"segment": [0.5, 1.0], "label": "shaking head", "score": 0.4}]}}))
+    (tmp_path / "listed.json").write_text(json.dumps([{"video_id": "vidE", "duration": 8.0, "detections": [det]}]))
+    frame, durations = read_detections(tmp_path)
+    assert sorted(frame.video_id) == ["vidA", "vidB", "vidC", "vidD", "vidE"]
+    assert frame.set_index("video_id").loc["vidD", "label"] == 10  # "shaking head"
+    assert durations == {"vidC": 12.0, "vidE": 8.0}
+    (tmp_path / "bad.json").write_text(json.dumps({"vidF": [{"t_start": 1, "t_end": 2, "score": 0.5}]}))
+    with pytest.raises(DataError, match=r"bad.json: key 'vidF'\[0\]: needs class_id"):
+        read_detections(tmp_path)

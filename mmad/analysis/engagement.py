@@ -167,10 +167,12 @@ def engagement_table(
         table["body_group"] = ""
     table["n_detections"] = table["n_detections"].astype(int)
     table["bouts"] = table["bouts"].astype(int)
+    table["engaged_s"] = table["engaged_s"].astype(float)
     table["engaged"] = (table["n_detections"] > 0).astype(int)
-    table["percent_time"] = 100.0 * table["engaged_s"] / table["duration_s"]
+    table["percent_time"] = 100.0 * table["engaged_s"] / table["duration_s"].astype(float)
+    bouts = table["bouts"].to_numpy(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        table["mean_bout_s"] = np.where(table["bouts"] > 0, table["engaged_s"] / table["bouts"], np.nan)
+        table["mean_bout_s"] = np.where(bouts > 0, table["engaged_s"].to_numpy() / bouts, np.nan)
     return table[list(ENGAGEMENT_COLUMNS)].reset_index(drop=True)
 
 

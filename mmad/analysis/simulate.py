@@ -33,6 +33,7 @@ class PlantedEffect:
 
 
 def _logit(p):
+    p = np.clip(p, 1e-9, 1 - 1e-9)
     return np.log(p / (1 - p))
 
 

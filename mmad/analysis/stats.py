@@ -133,6 +133,8 @@ def fit_logit_glm(
     except ImportError:  # older statsmodels raise PerfectSeparationError instead
         PerfectSeparationWarning = ConvergenceWarning
 
+    if x.shape[0] <= x.shape[1]:
+        raise EstimationProblem(f"{x.shape[0]} participants for {x.shape[1]} model parameters")
     if np.linalg.matrix_rank(x) < x.shape[1]:
         raise EstimationProblem("design matrix is singular (a covariate is collinear with the groups)")
     with warnings.catch_warnings():
@@ -170,10 +172,12 @@ def _wald(params: np.ndarray, cov: np.ndarray, *, index: int = 1, level: float =
     coef, se = float(params[index]), math.sqrt(float(cov[index, index]))
     z = coef / se
     q = norm.ppf(0.5 + level / 2)
+    with np.errstate(over="ignore"):
+        ci_low, ci_high = np.exp([coef - q * se, coef + q * se])
     return {
         "effect": math.exp(coef),
-        "ci_low": math.exp(coef - q * se),
-        "ci_high": math.exp(coef + q * se),
+        "ci_low": float(ci_low),
+        "ci_high": float(ci_high),
         "z": z,
         "p": float(2.0 * norm.sf(abs(z))),
     }
@@ -313,6 +317,9 @@ def compare_groups(
                 row.update(action_id=int(action_id), action=action)
                 rows.append(row)
     result = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+    floats = ["effect", "ci_low", "ci_high", "z", "p", "p_adj", "summary_a", "summary_b"]
+    ints = ["action_id", "n_a", "n_b", "engaged_a", "engaged_b"]
+    result = result.astype({**dict.fromkeys(floats, float), **dict.fromkeys(ints, int)})
     if len(result):
         if adjust_within == "all":
             result["p_adj"] = adjust_pvalues(result["p"], method=p_adjust)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import sys
 
-from mmad.taxonomy import MA52_ACTIONS
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -61,6 +59,7 @@ def _split(text: str | None) -> list[str]:
 
 def _action_ids(names: list[str]) -> list[int]:
     from mmad.errors import ConfigError
+    from mmad.taxonomy import MA52_ACTIONS
 
     lookup = {n.lower(): i for i, n in enumerate(MA52_ACTIONS)}
     ids = []
