@@ -221,3 +221,13 @@ def test_real_validation_ground_truth_matches_the_reference(shared_datasets):
         assert np.array_equal(result.ap, ref)
         assert result.average_mAP == ref.mean(axis=1).mean()
         assert 0.2 < result.average_mAP < 0.95
+
+
+def test_eval_imports_neither_torch_nor_mmad_nor_matplotlib():
+    import subprocess
+    import sys
+
+    code = ("import sys, eval, eval.report, eval.frames, eval.io; "
+            "print(sorted(m for m in ('torch', 'mmad', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
