@@ -119,11 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         ("classes", f"{args.classes}"),
         ("tIoU thresholds", f"{thresholds.size}"),
         ("threads", os.environ.get("OMP_NUM_THREADS", "?")),
-        ("fast seconds (best of %d)" % len(times), f"{fast_seconds:.3f}"),
+        (f"fast seconds (best of {len(times)})", f"{fast_seconds:.3f}"),
         ("fast seconds (first run)", f"{times[0]:.3f}"),
         ("fast rows / s", f"{len(pred) / fast_seconds:,.0f}"),
         ("reference loop seconds", f"{ref_seconds:.1f}"),
-        ("max |fast - reference|", f"{max_diff:.1e}" if max_diff else "0"),
+        ("max |fast - reference|", f"{max_diff:.1e}" if max_diff else "0 (identical)"),
         ("average mAP", f"{result.average_mAP:.4f}"),
         ("speed bar (< 2 s)", "met" if fast_seconds < 2.0 else "NOT met"),
     ]
