@@ -12,7 +12,6 @@ list of items into a :class:`FeatureBatch` with a boolean mask.
 from __future__ import annotations
 
 import os
-import random
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -122,13 +121,15 @@ class FeatureSequenceDataset(Dataset):
         min_segment_overlap: fraction of a segment that must stay inside a window to keep it.
         expected_hash: encoder checkpoint hash the cache must carry (None: not checked).
         feature_dim: expected F (None: not checked).
-        seed: seed of the cropping random generator (per worker it is offset by the worker id).
+
+    Random windows draw from torch's global generator, which the training engine seeds per epoch
+    and per loader worker, so runs (and resumed runs) repeat.
     """
 
     def __init__(self, feature_dir: str | os.PathLike, videos: list[VideoRecord], *, training: bool = False,
                  max_seq_len: int = 256, crop_prob: float = 0.0, min_crop_fraction: float = 0.5,
                  min_segment_overlap: float = 0.5, expected_hash: str | None = None,
-                 feature_dim: int | None = None, seed: int = 0):
+                 feature_dim: int | None = None):
         self.feature_dir = os.fspath(feature_dir)
         self.videos = list(videos)
         self.training = training
@@ -138,7 +139,6 @@ class FeatureSequenceDataset(Dataset):
         self.min_segment_overlap = min_segment_overlap
         self.expected_hash = expected_hash
         self.feature_dim = feature_dim
-        self.rng = random.Random(seed)
         missing = [v.video_id for v in self.videos if not feature_paths(self.feature_dir, v.video_id)[1].is_file()]
         if missing:
             raise DataError(self.feature_dir, f"no cached features for {len(missing)} of {len(self.videos)} videos "
@@ -174,25 +174,18 @@ class FeatureSequenceDataset(Dataset):
         num_steps = item.feats.shape[1]
         for _ in range(attempts):
             length = min(num_steps, self.max_seq_len)
-            if self.crop_prob > 0 and self.rng.random() < self.crop_prob:
-                shortest = max(1, int(round(self.min_crop_fraction * num_steps)))
-                length = self.rng.randint(min(shortest, length), length)
+            if self.crop_prob > 0 and float(torch.rand(())) < self.crop_prob:
+                shortest = min(max(1, int(round(self.min_crop_fraction * num_steps))), length)
+                length = int(torch.randint(shortest, length + 1, ()))
             if length == num_steps:
                 return item
-            first = self.rng.randint(0, num_steps - length)
+            first = int(torch.randint(0, num_steps - length + 1, ()))
             window = crop_sequence(item, first, length, min_segment_overlap=self.min_segment_overlap)
             if window.labels.numel() > 0 or item.labels.numel() == 0:
                 return window
         if num_steps <= self.max_seq_len:
             return item
         return crop_sequence(item, 0, self.max_seq_len, min_segment_overlap=self.min_segment_overlap)
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: a distinct cropping stream per worker."""
-    info = torch.utils.data.get_worker_info()
-    if info is not None and isinstance(info.dataset, FeatureSequenceDataset):
-        info.dataset.rng = random.Random(info.seed)
 
 
 def collate_features(items: list[FeatureSequence], *, pad_multiple: int = 1) -> FeatureBatch:

@@ -77,13 +77,14 @@ def detection_loss(output: DetectorOutput, targets: AssignedTargets, *, positive
     normaliser = positive_ema.detach().clamp(min=1.0)
 
     valid = output.mask
-    cls_all = sigmoid_focal_loss(output.cls_logits, targets.cls_targets, alpha=focal_alpha, gamma=focal_gamma)
+    cls_logits, offsets = output.cls_logits.float(), output.offsets.float()
+    cls_all = sigmoid_focal_loss(cls_logits, targets.cls_targets, alpha=focal_alpha, gamma=focal_gamma)
     cls_loss = (cls_all * valid[:, :, None].to(cls_all.dtype)).sum() / normaliser
 
     if bool(positives.any()):
-        reg_loss = diou_loss(output.offsets[positives], targets.reg_targets[positives]).sum() / normaliser
+        reg_loss = diou_loss(offsets[positives], targets.reg_targets[positives]).sum() / normaliser
     else:
-        reg_loss = output.offsets.sum() * 0.0
+        reg_loss = offsets.sum() * 0.0
     total = cls_loss + reg_weight * reg_loss
     return {"loss": total, "cls_loss": cls_loss.detach(), "reg_loss": reg_loss.detach(),
             "num_positives": num_positives.detach().float()}

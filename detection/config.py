@@ -1,0 +1,116 @@
+"""The detection config tree: ``DetectionConfig(data, model, loss, train, optim, postprocess, out)``.
+
+Paths in ``data`` are relative to ``data.root`` unless absolute. ``model.regression_ranges`` left
+empty means ranges doubling per level from [0, 4] steps (see detection.assign).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmad.engine.config import OptimConfig, TrainConfig
+
+
+@dataclass
+class DetectionDataConfig:
+    """Where the annotations and cached features live, and the training crops."""
+
+    root: str = "data/mma52"
+    annotation_file: str = "mmad.json"  # mmad.json or an official CSV; relative to root
+    feature_dir: str = "features"  # the cache written by `mmad detection extract`; relative to root
+    train_subset: str = "train"
+    val_subset: str | None = "val"  # null: train without validation
+    test_subset: str = "test"
+    encoder_hash: str | None = None  # when set, caches made by another encoder checkpoint are refused
+    max_seq_len: int = 256  # training windows are at most this many steps
+    crop_prob: float = 0.0  # probability of a random shorter training window
+    min_crop_fraction: float = 0.5
+    min_segment_overlap: float = 0.5  # part of a segment that must stay inside a window
+    num_workers: int = 2
+
+    def resolve(self, path: str) -> Path:
+        """``path`` relative to ``root`` unless absolute."""
+        return Path(path) if os.path.isabs(path) else Path(self.root) / path
+
+    @property
+    def annotation_path(self) -> Path:
+        return self.resolve(self.annotation_file)
+
+    @property
+    def feature_path(self) -> Path:
+        return self.resolve(self.feature_dir)
+
+
+@dataclass
+class HeadConfig:
+    """The temporal head (detection.model.TemporalDetector)."""
+
+    feature_dim: int = 2304
+    num_classes: int = 52
+    embed_dim: int = 256
+    num_levels: int = 5  # strides 1..16 steps: 0.27 s to 15 s at 7.5 steps/s
+    num_embed_convs: int = 2
+    num_stem_layers: int = 2
+    num_heads: int = 4
+    window_size: int = 9  # local attention window, in steps of the level
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    input_dropout: float = 0.0
+    head_convs: int = 2
+    class_aware_regression: bool = True
+    regression_ranges: list[tuple[float, float]] = field(default_factory=list)
+    prior_prob: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.num_levels < 1:
+            raise ValueError(f"num_levels must be >= 1, got {self.num_levels}")
+        if self.regression_ranges and len(self.regression_ranges) != self.num_levels:
+            raise ValueError(f"{len(self.regression_ranges)} regression_ranges for {self.num_levels} levels")
+
+
+@dataclass
+class LossConfig:
+    """Label assignment and losses."""
+
+    centre_radius: float = 1.5  # centre sampling, in strides of each level
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    reg_weight: float = 1.0
+    normaliser_momentum: float = 0.9  # EMA of the number of positives per batch
+    initial_num_positives: float = 100.0
+
+
+@dataclass
+class PostprocessConfig:
+    """Candidate selection and soft-NMS (detection.postprocess)."""
+
+    score_threshold: float = 0.001
+    pre_nms_topk: int = 2000
+    nms_sigma: float = 0.5
+    min_score: float = 0.001
+    max_segments: int = 100
+    min_duration: float = 0.01  # seconds
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(epochs=40, batch_size=16, ema=0.999, amp=True, eval_every=5, num_workers=2)
+
+
+def _default_optim() -> OptimConfig:
+    return OptimConfig(name="adamw", lr=1e-4, weight_decay=0.05, warmup_epochs=5, warmup_start_lr=1e-6,
+                       schedule="cosine", min_lr=1e-6, clip_grad_norm=1.0)
+
+
+@dataclass
+class DetectionConfig:
+    """Everything one detection run needs; the run folder keeps it as ``config.yaml``."""
+
+    data: DetectionDataConfig = field(default_factory=DetectionDataConfig)
+    model: HeadConfig = field(default_factory=HeadConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=_default_train)
+    optim: OptimConfig = field(default_factory=_default_optim)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    out: str = "runs/detection"
