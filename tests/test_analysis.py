@@ -276,7 +276,8 @@ def test_bad_inputs(tmp_path, capsys):
 def test_small_groups_and_rare_actions_do_not_crash(tmp_path):
     det = tmp_path / "det.csv"
     det.write_text("video_id,t_start,t_end,label,score\n"
-                   "a1,0,10,9,0.9\na2,0,20,9,0.9\na3,5,6,9,0.9\nb1,0,1,9,0.9\nb2,0,3,9,0.9\nc1,0,4,9,0.9\n")
+                   "a1,0,10,9,0.9\na2,0,20,9,0.9\na3,5,6,9,0.9\nb1,0,1,9,0.9\nb2,0,3,9,0.9\nc1,0,4,9,0.9\n"
+                   "b3,0,1,9,0.9\n")
     part = tmp_path / "p.csv"
     part.write_text("video_id,participant_id,group,duration\n"
                     "a1,P1,A,100\na2,P2,A,100\na3,P3,A,100\nb1,P4,B,100\nb2,P5,B,100\nc1,P6,C,100\nb3,P7,B,\n")
@@ -284,7 +285,7 @@ def test_small_groups_and_rare_actions_do_not_crash(tmp_path):
     text = (tmp_path / "out" / "problems.txt").read_text()
     assert "group 'C': 1 participant(s)" in text
     assert "only 1 action(s) have any engagement" in text
-    assert "b3: no positive duration" in text
+    assert "b3: no positive duration" in text and "missing from the participants table" not in text
     assert "no variance (everyone engaged)" in text
     assert len(result.comparisons) == 1 and result.comparisons.type.iloc[0] == INTENSITY
     assert (tmp_path / "out" / "violins.png").exists()

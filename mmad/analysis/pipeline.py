@@ -56,7 +56,11 @@ def prepare_inputs(
     """
     problems: list[str] = []
     participants = participants.copy()
-    column = participants["duration"] if "duration" in participants.columns else pd.Series(np.nan, index=participants.index)
+    listed = set(participants["video_id"])
+    if "duration" in participants.columns:
+        column = participants["duration"]
+    else:
+        column = pd.Series(np.nan, index=participants.index)
     fallback = {**(metadata_durations or {}), **(durations or {})}
     filled = column.astype(float).copy()
     missing = filled.isna()
@@ -72,13 +76,13 @@ def prepare_inputs(
     if participants.empty:
         raise DataError(participants_path, "no video with a known duration; nothing to analyse")
 
-    known = detections["video_id"].isin(set(participants["video_id"]))
-    if (~known).any():
-        unknown = sorted(detections.loc[~known, "video_id"].unique())
+    unlisted = ~detections["video_id"].isin(listed)
+    if unlisted.any():
+        unknown = sorted(detections.loc[unlisted, "video_id"].unique())
         shown = ", ".join(unknown[:5]) + ("" if len(unknown) <= 5 else f" and {len(unknown) - 5} more")
         problems.append(f"{len(unknown)} video(s) with detections are missing from the participants table "
                         f"({shown}); their detections are ignored")
-    detections = detections[known].copy()
+    detections = detections[detections["video_id"].isin(set(participants["video_id"]))].copy()
     limit = detections["video_id"].map(dict(zip(participants["video_id"], participants["duration"])))
     past = detections["t_end"] > limit + 1e-6
     if past.any():
