@@ -77,11 +77,11 @@ class FeatureBatch:
 def segments_to_steps(video: VideoRecord, timeline: Timeline) -> tuple[torch.Tensor, torch.Tensor]:
     """A video's segments in step coordinates, clipped to the covered steps: (M, 2) float32 and (M,) long.
 
-    Segments that end up empty after clipping are dropped.
+    Segments that end up empty after clipping are dropped; a video with hidden labels has none.
     """
     low, high = timeline.extent_steps
     rows, labels = [], []
-    for seg in video.segments:
+    for seg in video.segments if video.labeled else []:
         onset = min(max(timeline.to_steps(seg.t_start), low), high)
         offset = min(max(timeline.to_steps(seg.t_end), low), high)
         if offset > onset:

@@ -116,3 +116,23 @@ def test_batch_assignment_shapes_and_empty_video():
     assert targets.cls_targets.shape == (2, 30, 3)
     assert targets.reg_targets.shape == (2, 30, 3, 2)
     assert targets.cls_targets[1].sum() == 0 and targets.num_positives > 0
+
+
+@pytest.mark.parametrize("stride_frames", [4, 16])
+def test_every_real_mma52_instance_gets_a_positive(shared_datasets, stride_frames):
+    # at 16 frames per step some real instances are shorter than a step and would get no point
+    # from centre sampling and ranges alone
+    from detection.dataset import segments_to_steps
+    from mmad.datasets.mma52 import read_detection_annotations
+
+    videos = read_detection_annotations(shared_datasets / "mma52" / "mmad.json", subset="val")
+    ranges = default_regression_ranges(5)
+    for video in videos:
+        num_steps = max(1, int(round(video.duration * video.fps / stride_frames)))
+        timeline = Timeline.from_stride(fps=video.fps, stride_frames=stride_frames, num_steps=num_steps)
+        segments, _ = segments_to_steps(video, timeline)
+        assert segments.shape[0] == len(video.segments)
+        points = pyramid_points(num_steps, regression_ranges=ranges)
+        candidates = candidate_matrix(points, segments, torch.ones(points.shape[0], dtype=torch.bool),
+                                      centre_radius=1.5)
+        assert candidates.any(dim=0).all(), video.video_id

@@ -84,6 +84,8 @@ def test_segments_to_steps_clips_to_the_features():
     assert segments[0, 0] == pytest.approx(-0.5)
     assert segments[0, 1] == pytest.approx(timeline.to_steps(1.0))
     assert segments[1, 1] == pytest.approx(19.5)
+    video.labeled = False  # e.g. MMA-52 test: its single dummy action is not ground truth
+    assert segments_to_steps(video, timeline)[0].shape == (0, 2)
 
 
 def test_dataset_items_crops_and_collate(tmp_path):
