@@ -1,0 +1,428 @@
+"""MicroPuppet dataset generators: MA-52-style recognition clips and MMA-52-style detection videos.
+
+Both write the real on-disk layouts (see the common layout contract), so the ordinary readers load
+them. Every clip or video is rendered from its own random stream, seeded by ``(seed, kind, split,
+index)``, so the output does not depend on the number of worker processes, and the annotation and
+keypoint files are byte-identical for the same seed. Subjects (appearance, scene and camera) are
+disjoint across splits. A finished folder carries ``micropuppet.json`` (kind, preset, seed,
+version); calling a generator again on a finished folder with the same settings returns at once,
+anything else (an interrupted run, other settings) regenerates it.
+
+Recognition (``generate_recognition``): trimmed clips of one action each, ``SSSS_BB_NNNN.mp4``
+(subject, body group = ``fine2coarse(label)``, running index), ``{split}_list_videos.txt`` with
+the real labels in every split (the test split is not hidden), OpenPose JSON keypoints in
+``keypoints/{split}/<stem>/``.
+
+Detection (``generate_detection``): untrimmed videos ``videos/<video_id>.mp4`` with several,
+overlapping action instances, ``{split}.csv`` in the official MMA-52 columns (frames at the
+video's 30 fps), ``mmad.json`` (seconds) and ``keypoints/<video_id>/``. Instance times are whole
+frames, so the CSV frames and the JSON seconds agree exactly. The layout of a video follows the
+real MMA-52 training annotations (measured on ``mma52/train.csv``: 4,534 videos, 13,698 instances):
+
+- video duration: 5.0-15.0 s, mean 10.3 s, quantiles 5/25/50/75/95% = 5.1 / 8.3 / 10.6 / 12.5 /
+  14.5 s (sampled by inverse CDF through these quantiles);
+- instances per video: 2 (44.9%), 3 (27.8%), 4 (14.2%), 5 (8.4%), 6-10 (4.7%), mean 3.02; here
+  2/3/4/5 with probabilities 0.449/0.278/0.142/0.131 (the 6+ tail folded into 5), falling to fewer
+  (at least 1) when a short video has no room;
+- instance duration: 0.27-14.97 s, mean 4.1 s, median 2.6 s, quartiles 1.37 / 5.8 s; here
+  log-normal with median 2.9 s and sigma 0.95, clipped to [0.8 s, 0.95 x video] (the clipping
+  pulls the median back to about 2.6 s);
+- overlap: 86.4% of instances overlap another instance of the same video (93.2% counting
+  touching ends); only 9.3% of overlapping pairs share a body group. Here two instances overlap
+  only when they use disjoint body parts (head / arms / legs / torso), and each new instance is
+  placed to overlap an earlier one with probability 0.6 (random placement adds the rest).
+
+Measured on the annotation plan (1,500 videos, ``plan_video_segments`` with the duration
+sampler): mean video 10.2 s, 2.94 instances per video (2/3/4/5: 44/28/16/12%), instance mean
+3.5 s, median 2.6 s, quartiles 1.4 / 4.8 s, 88.8% of instances overlapping another.
+Generation times (2 worker processes, shared 2-core machine):
+recognition ``tiny`` about 4 s, ``small`` about 20 s, ``demo`` about 3 min; detection ``tiny``
+about 5 s, ``small`` about 40 s, ``demo`` about 4 min.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mmad.synth.actions import ACTION_SPECS, CLASSES, ActionInstance, animate, sample_instance
+from mmad.synth.puppet import detect_keypoints, make_subject, render_frame, skeleton
+from mmad.taxonomy import fine2coarse
+from mmad.types import ClipRecord, Segment, VideoRecord
+
+SYNTH_VERSION = 1
+MANIFEST_NAME = "micropuppet.json"
+FPS = 30.0
+SPLITS = ("train", "val", "test")
+_KIND_CODES = {"recognition": 1, "detection": 2}
+_SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass(frozen=True)
+class RecognitionPreset:
+    """Size of a recognition set: clips per class and subjects per split, frame size, clip length (s).
+
+    ``max_clips`` optionally caps the clips of each split (taken from a shuffled class order).
+    """
+
+    clips_per_class: tuple[int, int, int]
+    subjects: tuple[int, int, int]
+    height: int = 160
+    width: int = 128
+    clip_seconds: tuple[float, float] = (1.0, 3.0)
+    max_clips: tuple[int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class DetectionPreset:
+    """Size of a detection set: videos and subjects per split, frame size, duration scale.
+
+    ``max_seconds`` caps the video duration (the tiny preset keeps videos short).
+    """
+
+    videos: tuple[int, int, int]
+    subjects: tuple[int, int, int]
+    height: int = 160
+    width: int = 128
+    max_seconds: float = 15.0
+
+
+RECOGNITION_PRESETS: dict[str, RecognitionPreset] = {
+    "tiny": RecognitionPreset(clips_per_class=(1, 1, 1), subjects=(3, 2, 2), clip_seconds=(1.0, 1.2),
+                              max_clips=(14, 7, 7)),
+    "small": RecognitionPreset(clips_per_class=(8, 3, 3), subjects=(6, 2, 2)),
+    "demo": RecognitionPreset(clips_per_class=(50, 15, 15), subjects=(24, 6, 6)),
+}
+DETECTION_PRESETS: dict[str, DetectionPreset] = {
+    "tiny": DetectionPreset(videos=(2, 1, 1), subjects=(2, 1, 1), max_seconds=6.0),
+    "small": DetectionPreset(videos=(24, 8, 8), subjects=(6, 2, 2)),
+    "demo": DetectionPreset(videos=(200, 50, 50), subjects=(24, 6, 6)),
+}
+
+# MMA-52 train statistics (see the module docstring).
+_DURATION_QUANTILES = ((0.0, 5.0), (0.05, 5.1), (0.25, 8.3), (0.5, 10.63), (0.75, 12.47), (0.95, 14.47), (1.0, 15.0))
+_INSTANCE_COUNTS = ((2, 0.449), (3, 0.278), (4, 0.142), (5, 0.131))
+_INSTANCE_MEDIAN_S, _INSTANCE_SIGMA = 2.9, 0.95
+_MIN_INSTANCE_S = 0.8
+_OVERLAP_PROBABILITY = 0.6
+_SAME_PART_GAP_S = 0.4
+
+
+# ------------------------------------------------------------------------------ rendering jobs
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """One video to render: where, who, how long, and which actions (times in seconds)."""
+
+    video_path: str
+    keypoint_folder: str
+    video_id: str
+    subject_id: int
+    num_frames: int
+    instances: tuple[ActionInstance, ...]
+    height: int
+    width: int
+    seed: tuple[int, ...]
+
+
+def _subject_rng(seed: int, subject_id: int) -> np.random.Generator:
+    return np.random.default_rng([seed, 7, subject_id])
+
+
+def render_job(job: RenderJob, base_seed: int) -> int:
+    """Render ``job``: write its mp4 and per-frame OpenPose JSON; returns the number of frames."""
+    from mmad.keypoints import write_openpose_frames
+    from mmad.video import write_video
+
+    subject = make_subject(job.subject_id, _subject_rng(base_seed, job.subject_id), height=job.height, width=job.width)
+    rng = np.random.default_rng(list(job.seed))
+    # small per-recording camera offset so a subject's clips are not framed identically
+    subject.origin = (subject.origin[0] + rng.uniform(-2, 2), subject.origin[1] + rng.uniform(-2, 2))
+    controls = animate(list(job.instances), job.num_frames, FPS, rng)
+    skeletons = [skeleton(subject, controls, t) for t in range(job.num_frames)]
+    keypoint_rng = np.random.default_rng([*job.seed, 1])
+    body = np.zeros((job.num_frames, 25, 3), np.float32)
+    hand_right = np.zeros((job.num_frames, 21, 3), np.float32)
+    hand_left = np.zeros((job.num_frames, 21, 3), np.float32)
+    for t, sk in enumerate(skeletons):
+        body[t], hand_right[t], hand_left[t] = detect_keypoints(subject, sk, keypoint_rng)
+    people_mask = keypoint_rng.random(job.num_frames) >= 0.01
+    write_openpose_frames(job.keypoint_folder, job.video_id, body, hand_left=hand_left,
+                          hand_right=hand_right, people_mask=people_mask)
+    frame_rng = np.random.default_rng([*job.seed, 2])
+    flicker = 1.0 + subject.flicker * np.cumsum(frame_rng.standard_normal(job.num_frames)) / np.sqrt(job.num_frames)
+    frames = (render_frame(subject, sk, frame_rng, light=float(flicker[t])) for t, sk in enumerate(skeletons))
+    write_video(job.video_path, frames, FPS)
+    return job.num_frames
+
+
+def _start_method() -> str:
+    """"spawn" (clean workers) unless the main program cannot be re-imported by a spawned worker
+    (code read from stdin or typed at a prompt), where "fork" is the only method that works."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None):
+        return "spawn"
+    main_file = getattr(main, "__file__", None)
+    if main_file is None or os.path.isfile(main_file):
+        return "spawn"
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def _render_all(jobs: list[RenderJob], base_seed: int, workers: int | None) -> None:
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
+    total_frames = sum(j.num_frames for j in jobs)
+    if workers <= 1 or len(jobs) <= 1 or total_frames < 2000:
+        for job in jobs:
+            render_job(job, base_seed)
+        return
+    context = multiprocessing.get_context(_start_method())
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        list(pool.map(render_job, jobs, [base_seed] * len(jobs), chunksize=max(1, len(jobs) // (8 * workers))))
+
+
+# ------------------------------------------------------------------------------ manifest
+
+
+def _manifest(kind: str, preset: str, seed: int) -> dict:
+    return {"generator": "MicroPuppet", "kind": kind, "preset": preset, "seed": int(seed),
+            "version": SYNTH_VERSION, "classes": CLASSES}
+
+
+def _is_complete(root: Path, expected: dict) -> bool:
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        return False
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return all(found.get(k) == v for k, v in expected.items())
+
+
+def _clear(root: Path, names: list[str]) -> None:
+    """Remove what a previous (possibly interrupted) run of this generator left in ``root``."""
+    for name in [MANIFEST_NAME, *names]:
+        path = root / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _write_manifest(root: Path, manifest: dict, extra: dict) -> None:
+    tmp = root / f".{MANIFEST_NAME}.tmp"
+    tmp.write_text(json.dumps({**manifest, **extra}, indent=2) + "\n")
+    os.replace(tmp, root / MANIFEST_NAME)
+
+
+def _subject_ids(counts: tuple[int, int, int]) -> dict[str, list[int]]:
+    """Disjoint subject ids per split: train from 1, then val, then test."""
+    out, next_id = {}, 1
+    for split, n in zip(SPLITS, counts):
+        out[split] = list(range(next_id, next_id + n))
+        next_id += n
+    return out
+
+
+# ------------------------------------------------------------------------------ recognition
+
+
+def plan_recognition(preset: RecognitionPreset, seed: int, root: Path) -> tuple[dict[str, list[ClipRecord]], list[RenderJob]]:
+    """Clip records per split and their render jobs (nothing is written)."""
+    rng = np.random.default_rng([seed, _KIND_CODES["recognition"]])
+    subjects = _subject_ids(preset.subjects)
+    records: dict[str, list[ClipRecord]] = {}
+    jobs: list[RenderJob] = []
+    index = 0
+    for split, per_class in zip(SPLITS, preset.clips_per_class):
+        labels = [c for c in CLASSES for _ in range(per_class)]
+        order = rng.permutation(len(labels))
+        if preset.max_clips is not None:
+            order = order[: preset.max_clips[_SPLIT_CODES[split]]]
+        split_records = []
+        for k, i in enumerate(order):
+            label = labels[i]
+            subject = subjects[split][k % len(subjects[split])]
+            num_frames = int(round(rng.uniform(*preset.clip_seconds) * FPS))
+            duration = num_frames / FPS
+            t_start = rng.uniform(0.0, 0.15) * duration
+            t_end = duration - rng.uniform(0.0, 0.12) * duration
+            inst_rng = np.random.default_rng([seed, _KIND_CODES["recognition"], _SPLIT_CODES[split], index, 3])
+            instance = sample_instance(label, t_start, t_end, inst_rng)
+            stem = f"{subject:04d}_{fine2coarse(label):02d}_{index:04d}"
+            video_path = root / split / f"{stem}.mp4"
+            split_records.append(ClipRecord(
+                video_id=stem, path=f"{split}/{stem}.mp4", label=label, body_label=fine2coarse(label),
+                subject=f"{subject:04d}", split=split,
+            ))
+            jobs.append(RenderJob(
+                video_path=str(video_path), keypoint_folder=str(root / "keypoints" / split / stem), video_id=stem,
+                subject_id=subject, num_frames=num_frames, instances=(instance,), height=preset.height,
+                width=preset.width, seed=(seed, _KIND_CODES["recognition"], _SPLIT_CODES[split], index),
+            ))
+            index += 1
+        records[split] = split_records
+    return records, jobs
+
+
+def generate_recognition(out: str | os.PathLike, *, preset: str = "tiny", seed: int = 0,
+                         workers: int | None = None) -> Path:
+    """Write a MicroPuppet recognition set (MA-52 layout) to ``out``; returns the root path.
+
+    Presets: ``tiny`` (14 / 7 / 7 clips of 1-1.2 s, for tests), ``small``, ``demo`` (50 / 15 / 15
+    clips per class). ``workers`` processes render in parallel (default: up to 4, or in-process
+    for small jobs). Returns at once when ``out`` already holds this preset and seed.
+    """
+    from mmad.datasets.ma52 import write_ma52_list
+
+    if preset not in RECOGNITION_PRESETS:
+        raise ValueError(f"unknown recognition preset {preset!r}; choose from {sorted(RECOGNITION_PRESETS)}")
+    root = Path(out)
+    manifest = _manifest("recognition", preset, seed)
+    if _is_complete(root, manifest):
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    _clear(root, [*SPLITS, "keypoints", *(f"{s}_list_videos.txt" for s in SPLITS)])
+    started = time.perf_counter()
+    records, jobs = plan_recognition(RECOGNITION_PRESETS[preset], seed, root)
+    _render_all(jobs, seed, workers)
+    for split in SPLITS:
+        write_ma52_list(records[split], root / f"{split}_list_videos.txt")
+    _write_manifest(root, manifest, {
+        "clips": {s: len(records[s]) for s in SPLITS},
+        "generation_seconds": round(time.perf_counter() - started, 1),
+    })
+    return root
+
+
+# ------------------------------------------------------------------------------ detection
+
+
+def _sample_video_seconds(rng: np.random.Generator, max_seconds: float) -> float:
+    q, v = zip(*_DURATION_QUANTILES)
+    return float(min(np.interp(rng.random(), q, v), max_seconds))
+
+
+def _overlaps(a: tuple[float, float], b: tuple[float, float], gap: float = 0.0) -> bool:
+    return a[0] < b[1] + gap and b[0] < a[1] + gap
+
+
+def plan_video_segments(duration: float, rng: np.random.Generator) -> list[tuple[int, float, float]]:
+    """Random ``(label, t_start, t_end)`` instances for a video of ``duration`` seconds.
+
+    Follows the MMA-52 statistics in the module docstring. Instances that overlap in time use
+    disjoint body parts; instances on a shared part are at least 0.4 s apart.
+    """
+    counts, probs = zip(*_INSTANCE_COUNTS)
+    wanted = int(rng.choice(counts, p=np.asarray(probs) / sum(probs)))
+    placed: list[tuple[int, float, float]] = []
+    for _ in range(wanted):
+        for _attempt in range(40):
+            label = int(rng.choice(CLASSES))
+            length = float(np.exp(np.log(_INSTANCE_MEDIAN_S) + _INSTANCE_SIGMA * rng.standard_normal()))
+            length = float(np.clip(length, _MIN_INSTANCE_S, 0.95 * duration))
+            if placed and rng.random() < _OVERLAP_PROBABILITY:
+                _, a_start, a_end = placed[int(rng.integers(len(placed)))]
+                low = max(0.0, a_start - length + 0.3)
+                high = min(duration - length, a_end - 0.3)
+                if high < low:
+                    continue
+                start = float(rng.uniform(low, high))
+            else:
+                start = float(rng.uniform(0.0, duration - length))
+            span = (start, start + length)
+            parts = ACTION_SPECS[label].parts
+            clash = any(
+                _overlaps(span, (s, e), _SAME_PART_GAP_S) and parts & ACTION_SPECS[other].parts
+                for other, s, e in placed
+            )
+            if not clash:
+                placed.append((label, span[0], span[1]))
+                break
+    if not placed:  # a very short video with nothing placed: one instance over most of it
+        label = int(rng.choice(CLASSES))
+        placed.append((label, 0.1 * duration, 0.9 * duration))
+    return sorted(placed, key=lambda x: (x[1], x[2], x[0]))
+
+
+def plan_detection(preset: DetectionPreset, seed: int, root: Path) -> tuple[list[VideoRecord], list[RenderJob]]:
+    """Video records (all splits) and their render jobs (nothing is written)."""
+    subjects = _subject_ids(preset.subjects)
+    records: list[VideoRecord] = []
+    jobs: list[RenderJob] = []
+    for split, n_videos in zip(SPLITS, preset.videos):
+        for index in range(n_videos):
+            job_seed = (seed, _KIND_CODES["detection"], _SPLIT_CODES[split], index)
+            rng = np.random.default_rng([*job_seed, 3])
+            num_frames = int(round(_sample_video_seconds(rng, preset.max_seconds) * FPS))
+            duration = num_frames / FPS
+            segments, instances = [], []
+            for label, t_start, t_end in plan_video_segments(duration, rng):
+                f_start = int(round(t_start * FPS))
+                f_end = min(num_frames, max(f_start + 1, int(round(t_end * FPS))))
+                segments.append(Segment(label, f_start / FPS, f_end / FPS))
+                instances.append(sample_instance(label, f_start / FPS, f_end / FPS, rng))
+            video_id = f"{split}{index:04d}"
+            subject = subjects[split][index % len(subjects[split])]
+            records.append(VideoRecord(
+                video_id=video_id, duration=duration, fps=FPS, num_frames=num_frames, segments=segments,
+                subset=split, labeled=True, path=f"videos/{video_id}.mp4",
+            ))
+            jobs.append(RenderJob(
+                video_path=str(root / "videos" / f"{video_id}.mp4"),
+                keypoint_folder=str(root / "keypoints" / video_id), video_id=video_id, subject_id=subject,
+                num_frames=num_frames, instances=tuple(instances), height=preset.height, width=preset.width,
+                seed=job_seed,
+            ))
+    return records, jobs
+
+
+def generate_detection(out: str | os.PathLike, *, preset: str = "tiny", seed: int = 0,
+                       workers: int | None = None) -> Path:
+    """Write a MicroPuppet detection set (MMA-52 layout) to ``out``; returns the root path.
+
+    Presets: ``tiny`` (2 / 1 / 1 videos of at most 6 s, for tests), ``small`` (24 / 8 / 8),
+    ``demo`` (200 / 50 / 50). Returns at once when ``out`` already holds this preset and seed.
+    """
+    from mmad.datasets.mma52 import write_mma52_csv, write_mmad_json
+
+    if preset not in DETECTION_PRESETS:
+        raise ValueError(f"unknown detection preset {preset!r}; choose from {sorted(DETECTION_PRESETS)}")
+    root = Path(out)
+    manifest = _manifest("detection", preset, seed)
+    if _is_complete(root, manifest):
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    _clear(root, ["videos", "keypoints", "mmad.json", *(f"{s}.csv" for s in SPLITS)])
+    started = time.perf_counter()
+    records, jobs = plan_detection(DETECTION_PRESETS[preset], seed, root)
+    _render_all(jobs, seed, workers)
+    for split in SPLITS:
+        write_mma52_csv([r for r in records if r.subset == split], root / f"{split}.csv")
+    write_mmad_json(records, root / "mmad.json")
+    _write_manifest(root, manifest, {
+        "videos": {s: sum(r.subset == s for r in records) for s in SPLITS},
+        "instances": {s: sum(len(r.segments) for r in records if r.subset == s) for s in SPLITS},
+        "generation_seconds": round(time.perf_counter() - started, 1),
+    })
+    return root
+
+
+def preset_summary() -> dict:
+    """The presets as plain dicts (for ``--help`` texts and reports)."""
+    return {
+        "recognition": {k: asdict(v) for k, v in RECOGNITION_PRESETS.items()},
+        "detection": {k: asdict(v) for k, v in DETECTION_PRESETS.items()},
+    }
