@@ -179,3 +179,15 @@ def test_truncated_stream_with_header_first_repeats_last_decoded(tmp_path):
     assert 0 < decodable < 30
     frames = read_frames(path, [decodable - 1, 29])
     assert np.array_equal(frames[0], frames[1])
+
+
+def test_probe_derives_frame_count_from_duration_when_container_has_none(tmp_path):
+    """Matroska stores no frame count; probe falls back to duration x fps."""
+    path = tmp_path / "clip.mkv"
+    write_video(path, _ramp_frames(25), fps=25)
+    container = av.open(str(path))
+    assert container.streams.video[0].frames == 0
+    container.close()
+    info = probe(path)
+    assert info.num_frames == 25 and info.fps == 25.0 and info.duration == pytest.approx(1.0)
+    assert _level(read_frames(path, [24])[0]) == 24
