@@ -167,3 +167,17 @@ def test_tiny_overfit_drives_training_loss_near_zero():
         optimizer.step()
         first = first if first is not None else losses["ce"].item()
     assert first > 1.0 and losses["ce"].item() < 0.05
+
+
+def test_profile_splits_backbone_and_head():
+    from recognition.profile import format_profile, profile_model
+
+    cfg = tiny_model_config()
+    p = profile_model(cfg, num_frames=2, image_size=32)
+    model = build_model(cfg)
+    assert p.total_params == sum(q.numel() for q in model.parameters())
+    assert p.backbone_params == sum(q.numel() for q in model.backbone.parameters())
+    # ResNet-18 trunk: 1.82 GMACs = 3.64 GFLOPs per 224 px frame, / 49 at 32 px, x 2 frames = 0.149
+    assert 0.14 < p.backbone_gflops < 0.155 and p.head_gflops > 0
+    text = format_profile(p)
+    assert "backbone" in text and "train step" in text
