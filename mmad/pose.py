@@ -113,6 +113,9 @@ BODY25_FROM_MEDIAPIPE: tuple[tuple[str, ...], ...] = (
 # OpenPose hand index -> MediaPipe landmark suffix (prefixed with "left_" / "right_").
 HAND21_FROM_MEDIAPIPE: dict[int, str] = {0: "wrist", 2: "thumb", 5: "index", 17: "pinky"}
 
+_LANDMARK_MODELS = {0: "pose_landmark_lite.tflite", 1: "pose_landmark_full.tflite",
+                    2: "pose_landmark_heavy.tflite"}
+
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 
 
@@ -218,11 +221,13 @@ def load_mediapipe_pose():
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        import mediapipe  # noqa: F401
+        with _native_stderr_silenced():
+            import mediapipe  # noqa: F401
     except ImportError:
         raise PoseExtraNotInstalled("MediaPipe is not installed") from None
     try:
-        from mediapipe.python.solutions import pose as mp_pose
+        with _native_stderr_silenced():
+            from mediapipe.python.solutions import pose as mp_pose
     except ImportError:
         version = getattr(sys.modules.get("mediapipe"), "__version__", "?")
         raise PoseExtraNotInstalled(
@@ -231,12 +236,37 @@ def load_mediapipe_pose():
     return mp_pose
 
 
+@contextmanager
+def _native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null meanwhile: MediaPipe's C++ log lines bypass Python's stderr."""
+    fd, saved = 2, None
+    if enabled:
+        try:
+            if sys.stderr is not None:
+                sys.stderr.flush()
+            saved = os.dup(fd)
+        except OSError:  # no descriptor 2 to redirect
+            saved = None
+    if saved is None:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
 class MediaPipePoseEstimator:
     """One person's 33 MediaPipe pose landmarks per frame, tracked along one video.
 
     ``estimator(frame)`` takes a (H, W, 3) uint8 RGB frame and returns (33, 4) float32 landmarks
     (normalised x, y, z, visibility), or None when no person is found. Frames must come in video
     order; use a new estimator (or a ``with`` block each) per video. ``close()`` frees the graph.
+    With ``quiet`` the native log lines MediaPipe prints while loading its graph and up to its first
+    found person are suppressed (errors still surface as Python exceptions).
     """
 
     def __init__(
@@ -246,28 +276,41 @@ class MediaPipePoseEstimator:
         min_detection_confidence: float = 0.5,
         min_tracking_confidence: float = 0.5,
         smooth_landmarks: bool = True,
+        quiet: bool = True,
     ):
         if model_complexity not in (0, 1, 2):
             raise ValueError(f"model_complexity must be 0, 1 or 2, got {model_complexity}")
+        self._quiet_until_person = quiet
         mp_pose = load_mediapipe_pose()
+        # MediaPipe would download the lite/heavy landmark models; only the wheel's files are used
+        model = _LANDMARK_MODELS[model_complexity]
+        model_path = Path(mp_pose.__file__).resolve().parents[2] / "modules" / "pose_landmark" / model
+        if not model_path.is_file():
+            raise DataError(model_path, f"not in this MediaPipe installation; model_complexity={model_complexity} "
+                                        "is unavailable offline (the wheel carries model_complexity=1)")
         try:
-            self._pose = mp_pose.Pose(
-                static_image_mode=False,
-                model_complexity=model_complexity,
-                smooth_landmarks=smooth_landmarks,
-                enable_segmentation=False,
-                min_detection_confidence=min_detection_confidence,
-                min_tracking_confidence=min_tracking_confidence,
-            )
+            with _native_stderr_silenced(quiet):
+                self._pose = mp_pose.Pose(
+                    static_image_mode=False,
+                    model_complexity=model_complexity,
+                    smooth_landmarks=smooth_landmarks,
+                    enable_segmentation=False,
+                    min_detection_confidence=min_detection_confidence,
+                    min_tracking_confidence=min_tracking_confidence,
+                )
+                # one blank frame makes the graph open its models now, under the silenced stderr
+                self._pose.process(np.zeros((64, 64, 3), dtype=np.uint8))
         except (FileNotFoundError, RuntimeError) as exc:
-            # complexity 0 and 2 need model files the wheel may not carry
             raise PoseExtraNotInstalled(
                 f"cannot load MediaPipe's pose model (model_complexity={model_complexity}: {exc})"
             ) from None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray | None:
         frame = np.ascontiguousarray(frame, dtype=np.uint8)
-        result = self._pose.process(frame)
+        with _native_stderr_silenced(self._quiet_until_person):
+            result = self._pose.process(frame)
+        if result.pose_landmarks is not None:
+            self._quiet_until_person = False
         if result.pose_landmarks is None:
             return None
         return np.array(
@@ -296,7 +339,8 @@ class PoseExtraction:
     """What one video's extraction did.
 
     ``num_frames`` processed frames, ``num_detected`` of them with a person, ``seconds`` of wall time
-    (decoding, model and writing), ``error`` the one-line reason when the video was skipped.
+    spent on the frames (decoding, model and writing; loading the model is not counted), ``error``
+    the one-line reason when the video was skipped.
     """
 
     video: Path
@@ -383,12 +427,12 @@ def extract_pose_video(
                    min_tracking_confidence=min_tracking_confidence)
     result = PoseExtraction(video=video, out_dir=out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
     with (
         _estimator_for_video(estimator, options) as estimate,
         tempfile.TemporaryDirectory(prefix=".pose-", dir=out_dir) as staging,
         _progress(-(-info.num_frames // stride), video.name, progress) as bar,
     ):
+        start = time.perf_counter()
         for index, _, frame in iter_frames(video, stride=stride):
             height, width = frame.shape[:2]
             landmarks = estimate(frame)
@@ -401,7 +445,7 @@ def extract_pose_video(
             result.num_frames += 1
             result.num_detected += int((body[0, :, 2] > 0).any())
             bar.update(1)
-    result.seconds = time.perf_counter() - start
+        result.seconds = time.perf_counter() - start
     if result.num_frames == 0:
         raise DataError(video, "no frame could be decoded")
     return result

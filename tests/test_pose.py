@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -260,6 +262,18 @@ def test_cli_folder_mode_lists_skipped_videos(monkeypatch, tmp_path, capsys):
     assert mmad_main(["pose", "extract", str(videos / "b.mp4"), "--out", str(tmp_path / "one"), "--quiet"]) == 2
 
 
+def test_native_stderr_is_silenced_and_restored(capfd):
+    from mmad.pose import _native_stderr_silenced
+
+    with _native_stderr_silenced():
+        os.write(2, b"native noise\n")
+    os.write(2, b"after\n")
+    with _native_stderr_silenced(False):
+        os.write(2, b"kept\n")
+    err = capfd.readouterr().err
+    assert "native noise" not in err and "after" in err and "kept" in err
+
+
 # ---------------------------------------------------------------------------------------- the real model
 
 
@@ -281,3 +295,9 @@ def test_mediapipe_model_on_a_micropuppet_clip(tmp_path):
     both = (predicted[:, upper, 2] > 0.5) & (truth[:, upper, 2] > 0)
     error = np.linalg.norm(predicted[:, upper, :2] - truth[:, upper, :2], axis=-1)[both]
     assert both.mean() > 0.5 and np.median(error) < 8.0  # pixels in a 128 x 160 frame
+    # only the wheel's model is used: a missing heavy model is an error, never a download
+    heavy = Path(load_mediapipe_pose().__file__).resolve().parents[2] / "modules/pose_landmark/pose_landmark_heavy.tflite"
+    if not heavy.exists():
+        with pytest.raises(DataError, match="model_complexity=2"):
+            extract_pose_video(job.video_path, tmp_path / "kp2", model_complexity=2, progress=False)
+        assert not list((tmp_path / "kp2").glob("*.json"))
