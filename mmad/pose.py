@@ -426,26 +426,26 @@ def extract_pose_video(
     options = dict(model_complexity=model_complexity, min_detection_confidence=min_detection_confidence,
                    min_tracking_confidence=min_tracking_confidence)
     result = PoseExtraction(video=video, out_dir=out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with (
-        _estimator_for_video(estimator, options) as estimate,
-        tempfile.TemporaryDirectory(prefix=".pose-", dir=out_dir) as staging,
-        _progress(-(-info.num_frames // stride), video.name, progress) as bar,
-    ):
-        start = time.perf_counter()
-        for index, _, frame in iter_frames(video, stride=stride):
-            height, width = frame.shape[:2]
-            landmarks = estimate(frame)
-            if landmarks is None:
-                landmarks = np.zeros((33, 4), dtype=np.float32)
-            body = mediapipe_to_body25(landmarks, width, height)
-            hands = mediapipe_to_hands(landmarks, width, height) if with_hands else (None, None)
-            written = write_openpose_frames(staging, video_id, body, hand_left=hands[0], hand_right=hands[1])
-            os.replace(written[0], openpose_frame_path(out_dir, video_id, index))
-            result.num_frames += 1
-            result.num_detected += int((body[0, :, 2] > 0).any())
-            bar.update(1)
-        result.seconds = time.perf_counter() - start
+    with _estimator_for_video(estimator, options) as estimate:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with (
+            tempfile.TemporaryDirectory(prefix=".pose-", dir=out_dir) as staging,
+            _progress(-(-info.num_frames // stride), video.name, progress) as bar,
+        ):
+            start = time.perf_counter()
+            for index, _, frame in iter_frames(video, stride=stride):
+                height, width = frame.shape[:2]
+                landmarks = estimate(frame)
+                if landmarks is None:
+                    landmarks = np.zeros((33, 4), dtype=np.float32)
+                body = mediapipe_to_body25(landmarks, width, height)
+                hands = mediapipe_to_hands(landmarks, width, height) if with_hands else (None, None)
+                written = write_openpose_frames(staging, video_id, body, hand_left=hands[0], hand_right=hands[1])
+                os.replace(written[0], openpose_frame_path(out_dir, video_id, index))
+                result.num_frames += 1
+                result.num_detected += int((body[0, :, 2] > 0).any())
+                bar.update(1)
+            result.seconds = time.perf_counter() - start
     if result.num_frames == 0:
         raise DataError(video, "no frame could be decoded")
     return result

@@ -228,6 +228,7 @@ def test_missing_mediapipe_gives_the_install_hint(monkeypatch, tmp_path, capsys)
     err = capsys.readouterr().err
     assert rc == 2
     assert err.count("\n") == 1 and "MediaPipe is not installed" in err and ".[pose]" in err
+    assert not (tmp_path / "kp").exists()
     rc = mmad_main(["pose", "extract", str(tmp_path), "--out", str(tmp_path / "kp"), "--quiet"])
     assert rc == 2 and ".[pose]" in capsys.readouterr().err
 
