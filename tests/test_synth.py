@@ -12,6 +12,7 @@ import pytest
 
 from mmad.datasets.ma52 import read_ma52_list
 from mmad.datasets.mma52 import read_mma52_csv, read_mmad_json
+from mmad.errors import DataError
 from mmad.keypoints import read_openpose_folder
 from mmad.synth import (
     ACTION_SPECS,
@@ -224,7 +225,9 @@ def test_detection_is_deterministic_and_reused(tmp_path, detection_root):
 def test_incomplete_folder_is_regenerated(tmp_path, detection_root):
     root = tmp_path / "copy"
     shutil.copytree(detection_root, root)
-    (root / "micropuppet.json").unlink()  # as if the run had been interrupted
+    manifest = json.loads((root / "micropuppet.json").read_text())
+    manifest["complete"] = False  # as if the run had been interrupted
+    (root / "micropuppet.json").write_text(json.dumps(manifest))
     (root / "train.csv").write_text("garbage\n")
     stray = root / "videos" / "train9999.mp4"
     stray.write_bytes(b"partial")
@@ -232,6 +235,14 @@ def test_incomplete_folder_is_regenerated(tmp_path, detection_root):
     assert _annotation_bytes(root) == _annotation_bytes(detection_root)
     assert not stray.exists()
     assert json.loads((root / "micropuppet.json").read_text())["seed"] == 5
+
+
+def test_foreign_folder_is_refused(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train_list_videos.txt").write_text("0001_00_0000.mp4 0\n")
+    with pytest.raises(DataError, match="not MicroPuppet"):
+        generate_recognition(tmp_path, preset="tiny")
+    assert (tmp_path / "train_list_videos.txt").exists()
 
 
 def test_unknown_preset_is_an_error(tmp_path):

@@ -4,9 +4,10 @@ Both write the real on-disk layouts (see the common layout contract), so the ord
 them. Every clip or video is rendered from its own random stream, seeded by ``(seed, kind, split,
 index)``, so the output does not depend on the number of worker processes, and the annotation and
 keypoint files are byte-identical for the same seed. Subjects (appearance, scene and camera) are
-disjoint across splits. A finished folder carries ``micropuppet.json`` (kind, preset, seed,
-version); calling a generator again on a finished folder with the same settings returns at once,
-anything else (an interrupted run, other settings) regenerates it.
+disjoint across splits. The output folder carries ``micropuppet.json`` (kind, preset, seed,
+version, complete); calling a generator again on a complete folder with the same settings returns
+at once, anything else (an interrupted run, other settings) regenerates it. A non-empty folder
+without that file is refused (DataError) rather than overwritten.
 
 Recognition (``generate_recognition``): trimmed clips of one action each, ``SSSS_BB_NNNN.mp4``
 (subject, body group = ``fine2coarse(label)``, running index), ``{split}_list_videos.txt`` with
@@ -53,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmad.errors import DataError
 from mmad.synth.actions import ACTION_SPECS, CLASSES, ActionInstance, animate, sample_instance
 from mmad.synth.puppet import detect_keypoints, make_subject, render_frame, skeleton
 from mmad.taxonomy import fine2coarse
@@ -200,25 +202,40 @@ def _manifest(kind: str, preset: str, seed: int) -> dict:
             "version": SYNTH_VERSION, "classes": CLASSES}
 
 
-def _is_complete(root: Path, expected: dict) -> bool:
-    path = root / MANIFEST_NAME
-    if not path.is_file():
-        return False
+def _read_manifest(root: Path) -> dict | None:
     try:
-        found = json.loads(path.read_text())
+        found = json.loads((root / MANIFEST_NAME).read_text())
     except (OSError, ValueError):
-        return False
-    return all(found.get(k) == v for k, v in expected.items())
+        return None
+    return found if isinstance(found, dict) and found.get("generator") == "MicroPuppet" else None
 
 
-def _clear(root: Path, names: list[str]) -> None:
-    """Remove what a previous (possibly interrupted) run of this generator left in ``root``."""
-    for name in [MANIFEST_NAME, *names]:
+def _is_complete(root: Path, expected: dict) -> bool:
+    found = _read_manifest(root)
+    return found is not None and found.get("complete") is True and all(
+        found.get(k) == v for k, v in expected.items()
+    )
+
+
+def _prepare(root: Path, manifest: dict, names: list[str]) -> None:
+    """Make ``root`` ready for a fresh run and mark it as MicroPuppet output in progress.
+
+    What an earlier run of a generator left (``names``) is removed. A non-empty folder that is not
+    MicroPuppet output is refused, so that a wrong ``out`` never deletes a real dataset.
+    """
+    if root.exists() and not root.is_dir():
+        raise DataError(root, "output exists and is not a folder")
+    root.mkdir(parents=True, exist_ok=True)
+    if any(root.iterdir()) and _read_manifest(root) is None:
+        raise DataError(root, f"output folder is not empty and not MicroPuppet output ({MANIFEST_NAME} "
+                        "missing); choose an empty or new folder")
+    for name in names:
         path = root / name
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+    _write_manifest(root, manifest, {"complete": False})
 
 
 def _write_manifest(root: Path, manifest: dict, extra: dict) -> None:
@@ -293,14 +310,14 @@ def generate_recognition(out: str | os.PathLike, *, preset: str = "tiny", seed: 
     manifest = _manifest("recognition", preset, seed)
     if _is_complete(root, manifest):
         return root
-    root.mkdir(parents=True, exist_ok=True)
-    _clear(root, [*SPLITS, "keypoints", *(f"{s}_list_videos.txt" for s in SPLITS)])
+    _prepare(root, manifest, [*SPLITS, "keypoints", *(f"{s}_list_videos.txt" for s in SPLITS)])
     started = time.perf_counter()
     records, jobs = plan_recognition(RECOGNITION_PRESETS[preset], seed, root)
     _render_all(jobs, seed, workers)
     for split in SPLITS:
         write_ma52_list(records[split], root / f"{split}_list_videos.txt")
     _write_manifest(root, manifest, {
+        "complete": True,
         "clips": {s: len(records[s]) for s in SPLITS},
         "generation_seconds": round(time.perf_counter() - started, 1),
     })
@@ -404,8 +421,7 @@ def generate_detection(out: str | os.PathLike, *, preset: str = "tiny", seed: in
     manifest = _manifest("detection", preset, seed)
     if _is_complete(root, manifest):
         return root
-    root.mkdir(parents=True, exist_ok=True)
-    _clear(root, ["videos", "keypoints", "mmad.json", *(f"{s}.csv" for s in SPLITS)])
+    _prepare(root, manifest, ["videos", "keypoints", "mmad.json", *(f"{s}.csv" for s in SPLITS)])
     started = time.perf_counter()
     records, jobs = plan_detection(DETECTION_PRESETS[preset], seed, root)
     _render_all(jobs, seed, workers)
@@ -413,6 +429,7 @@ def generate_detection(out: str | os.PathLike, *, preset: str = "tiny", seed: in
         write_mma52_csv([r for r in records if r.subset == split], root / f"{split}.csv")
     write_mmad_json(records, root / "mmad.json")
     _write_manifest(root, manifest, {
+        "complete": True,
         "videos": {s: sum(r.subset == s for r in records) for s in SPLITS},
         "instances": {s: sum(len(r.segments) for r in records if r.subset == s) for s in SPLITS},
         "generation_seconds": round(time.perf_counter() - started, 1),
