@@ -141,3 +141,11 @@ def test_user_mistakes_exit_2_with_one_line(trained, capsys):
     assert "nothing.pt" in err and "num_frames" in err
     rc = main(["recognition", "test", "--config", str(trained["config"]), "--checkpoint", "x.pt", "--views", "2"])
     assert rc == 2
+
+
+def test_profile_prints_the_parameter_and_flop_split(trained, capsys):
+    rc = main(["recognition", "profile", "--config", str(trained["config"]), "--frames", "2", "--size", "32"])
+    assert rc == 0
+    stdout = capsys.readouterr().out
+    assert "2 frames x 32 px" in stdout
+    assert "backbone" in stdout and "total" in stdout and "train step" in stdout
