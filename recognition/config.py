@@ -179,6 +179,9 @@ class DataConfig:
     confidence_threshold: float = 0.3
     box_padding: float = 0.1
     num_workers: int = 4
+    # keep each clip's keypoints and entity boxes in memory after the first read (small datasets;
+    # with DataLoader workers each worker process holds its own copy for one epoch)
+    cache_keypoints: bool = False
 
 
 @dataclass

@@ -208,6 +208,8 @@ class ClipDataset(Dataset):
         views: ``(temporal clips, spatial crops)`` per record at test time; ``(1, 1)`` in training.
         need_keypoints: when False and a clip has no keypoints, zero keypoints are used instead
             of raising (rgb models with fixed-region or centre-crop boxes).
+        decode_frames: when False the video is only probed and ``frames`` are zeros of the same
+            size (for pose-only models, which never look at pixels).
 
     Item ``i``: a ClipSample with ``frames`` (T, 3, S, S) float in [0, 1] (S = ``image_size``),
     ``keypoints`` (T, J, 3) pixels of the output frame, ``boxes`` (T, K, 4) pixels,
@@ -225,6 +227,7 @@ class ClipDataset(Dataset):
         dataset_info: DatasetInfo,
         views: tuple[int, int] = (1, 1),
         need_keypoints: bool = True,
+        decode_frames: bool = True,
     ):
         self.records = list(records)
         self.cfg = cfg
@@ -233,6 +236,8 @@ class ClipDataset(Dataset):
         self.train = train
         self.info = dataset_info
         self.need_keypoints = need_keypoints
+        self.decode_frames = decode_frames
+        self._cache: dict[int, tuple] = {}
         num_clips, num_crops = (int(v) for v in views)
         if num_clips < 1 or num_crops < 1:
             raise ConfigError(f"views must be at least 1x1, got {num_clips}x{num_crops}")
@@ -271,7 +276,8 @@ class ClipDataset(Dataset):
         steps: list = [RandomResizedCrop(cfg.image_size, scale=(0.5, 1.0))]
         if cfg.flip_prob > 0:
             steps.append(HorizontalFlip(self.layout, p=cfg.flip_prob, entities=self.entities))
-        steps.append(ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2))
+        if self.decode_frames:
+            steps.append(ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2))
         return Compose(steps)
 
     def _build_test_transform(self, crop: int) -> Compose:
@@ -367,6 +373,21 @@ class ClipDataset(Dataset):
             conf = np.ones_like(conf)
         return boxes, conf
 
+    def _annotations(self, record_index: int):
+        """(native (W, H), first, stop, keypoints (L, J, 3), boxes (L, K, 4), entity_conf (L, K)) of a record."""
+        if record_index in self._cache:
+            return self._cache[record_index]
+        record = self.records[record_index]
+        info = probe(self.info.video_path(record))
+        native = (info.width, info.height)
+        first, stop = clip_frame_range(record, fps=info.fps, num_frames=info.num_frames)
+        keypoints = self._keypoints(record, first, stop, native)
+        boxes, entity_conf = self._boxes(keypoints, native)
+        result = (native, first, stop, keypoints, boxes, entity_conf)
+        if self.cfg.cache_keypoints:
+            self._cache[record_index] = result
+        return result
+
     def __getitem__(self, index: int) -> ClipSample:
         if not 0 <= index < len(self):
             raise IndexError(index)
@@ -374,14 +395,15 @@ class ClipDataset(Dataset):
         view = index % self.num_views
         temporal_view, crop = divmod(view, self.num_crops)
         path = self.info.video_path(record)
-        info = probe(path)
-        native = (info.width, info.height)
-        first, stop = clip_frame_range(record, fps=info.fps, num_frames=info.num_frames)
+        native, first, stop, keypoints, boxes, entity_conf = self._annotations(self.record_index(index))
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
         local = self._frame_indices(stop - first, temporal_view, rng)
-        frames = read_frames(path, first + local, size=self.cfg.resize_short_side)
-        keypoints = self._keypoints(record, first, stop, native)
-        boxes, entity_conf = self._boxes(keypoints, native)
+        if self.decode_frames:
+            frames = read_frames(path, first + local, size=self.cfg.resize_short_side)
+        else:
+            scale = self.cfg.resize_short_side / min(native)
+            size = (max(1, round(native[1] * scale)), max(1, round(native[0] * scale)))
+            frames = np.zeros((len(local), *size, 3), dtype=np.uint8)
         clip = ClipArrays(frames=frames, keypoints=keypoints[local], boxes=boxes[local],
                           entity_conf=entity_conf[local])
         clip = rescale_annotations(clip, native)
@@ -443,7 +465,8 @@ def build_dataset(cfg: RecognitionConfig, split: str, *, train: bool, views: tup
     records = _read_records(cfg.data, info, split)
     need_keypoints = cfg.model.uses_pose or cfg.data.entity_boxes.startswith("keypoints")
     return ClipDataset(records, cfg=cfg.data, layout=cfg.model.keypoint_layout, entities=cfg.model.entity_names,
-                       train=train, dataset_info=info, views=views, need_keypoints=need_keypoints)
+                       train=train, dataset_info=info, views=views, need_keypoints=need_keypoints,
+                       decode_frames=cfg.model.uses_rgb)
 
 
 def build_datasets(cfg: RecognitionConfig) -> tuple[ClipDataset, ClipDataset | None]:

@@ -255,3 +255,23 @@ def test_span_of_a_long_video(tiny_root, tmp_path):
     np.testing.assert_array_equal(part, whole[first:stop])
     s = dataset[0]
     assert s.boxes.shape == (4, 5, 4) and s.label == 3 and s.body_label == -1
+
+
+def test_pose_only_models_skip_decoding_and_keypoints_can_be_cached(tiny_root, monkeypatch):
+    rgb = build_dataset(make_cfg(tiny_root), "val", train=False)
+    pose_cfg = make_cfg(tiny_root, cache_keypoints=True)
+    pose_cfg.model.modality = "pose"
+    pose = build_dataset(pose_cfg, "val", train=False)
+    assert not pose.decode_frames and rgb.decode_frames
+    a, b = rgb[2], pose[2]
+    assert b.frames.shape == a.frames.shape and float(b.frames.abs().sum()) == 0.0
+    torch.testing.assert_close(b.keypoints, a.keypoints)
+    torch.testing.assert_close(b.boxes, a.boxes)
+
+    def unavailable(*args, **kwargs):
+        raise DataError("keypoints", "read again")
+
+    monkeypatch.setattr("recognition.data.read_openpose_folder", unavailable)
+    torch.testing.assert_close(pose[2].keypoints, b.keypoints)  # served from memory
+    with pytest.raises(DataError, match="read again"):
+        pose[3]
