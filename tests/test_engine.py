@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import Dataset
@@ -311,6 +312,26 @@ def test_bad_items_are_skipped_and_listed(tmp_path):
     assert all("toy/" in message and "frame 3" in message for _, message in skipped)
 
 
+def test_a_run_where_every_item_fails_stops(tmp_path):
+    with pytest.raises(DataError, match="skipped.txt: epoch 1: no training item"):
+        fit(ToyTask(train_size=8, bad_items=frozenset(range(8))), small_train(epochs=2), small_optim(), tmp_path)
+    assert len(read_skipped(tmp_path)) == 8
+
+
+def test_resume_with_worker_processes_is_bit_identical(tmp_path):
+    cfg = small_train(epochs=3, num_workers=2)
+    fit(ToyTask(), cfg, small_optim(), tmp_path / "full")
+    fit(ToyTask(), cfg, small_optim(), tmp_path / "split", stop_after=1)
+    fit(ToyTask(), cfg, small_optim(), tmp_path / "split", resume=True)
+    assert_same_tensors(final_state(tmp_path / "full")["model"], final_state(tmp_path / "split")["model"])
+
+
+def test_fit_restores_global_determinism_settings(tmp_path):
+    assert not torch.are_deterministic_algorithms_enabled()
+    fit(ToyTask(val_size=0), small_train(epochs=1, deterministic=True), small_optim(), tmp_path)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
 def test_non_finite_loss_stops_the_run(tmp_path):
     task = ToyTask()
     task.training_step = lambda model, batch: {"loss": model(batch[0]).sum() * float("nan")}
@@ -387,8 +408,12 @@ def _ddp_worker(rank: int, world_size: int, port: int, run_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     task = ToyTask(train_size=21, val_size=7)
-    fit(task, small_train(epochs=2, batch_size=4), small_optim(), run_dir, device="cpu")
-    info = {"counts": task.eval_counts, "steps": task.steps, "weight_sums": task.eval_weight_sums}
+    fit(task, small_train(epochs=2, batch_size=4), small_optim(), run_dir, device="cpu", stop_after=1)
+    fit(task, small_train(epochs=2, batch_size=4), small_optim(), run_dir, device="cpu", resume=True)
+    metrics = evaluate_checkpoint(task, Path(run_dir) / "last.pt", device="cpu", batch_size=2)
+    assert dist.is_initialized()  # the group made by the first call serves the later ones
+    info = {"counts": task.eval_counts, "steps": task.steps, "weight_sums": task.eval_weight_sums,
+            "accuracy": metrics["accuracy"]}
     torch.save(info, Path(run_dir) / f"rank{rank}.info")
 
 
@@ -396,9 +421,11 @@ def _ddp_worker(rank: int, world_size: int, port: int, run_dir: str) -> None:
 def test_ddp_gloo_two_processes(tmp_path):
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     info = [torch.load(tmp_path / f"rank{r}.info", weights_only=True) for r in range(2)]
-    assert [i["counts"] for i in info] == [[7, 7], [7, 7]]  # whole val set on each rank, no padding repeats
+    # every rank sees the whole val set once (2 epochs + evaluate_checkpoint), without padding repeats
+    assert [i["counts"] for i in info] == [[7, 7, 7], [7, 7, 7]]
     assert info[0]["steps"] == info[1]["steps"] == 2 * 2  # 11 (padded) items per rank, batch 4, drop_last
     assert info[0]["weight_sums"] == info[1]["weight_sums"]  # replicas stay in sync
+    assert info[0]["accuracy"] == info[1]["accuracy"]
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["best.pt", "last.pt"]
     ckpt = final_state(tmp_path)
     assert ckpt["epoch"] == 2 and len(ckpt["rng_per_rank"]) == 2

@@ -10,6 +10,7 @@ so no item is seen twice; :func:`gather_eval_outputs` collects the per-sample ou
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,7 +45,9 @@ def setup_distributed(device: str | torch.device | None = None) -> DistContext:
 
     Without those variables (or with ``WORLD_SIZE=1``) this is a single process on ``device``
     (default: ``cuda`` when available, else ``cpu``). A process group that already exists is
-    reused and left open; one created here is closed by :func:`cleanup_distributed`.
+    reused. One created here stays open for later calls in the same process (a ``fit`` followed
+    by an ``evaluate_checkpoint``: tearing a group down and re-creating it on the same port can
+    deadlock) and is destroyed when the interpreter exits, or by :func:`cleanup_distributed`.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -58,6 +61,7 @@ def setup_distributed(device: str | torch.device | None = None) -> DistContext:
         if use_cuda:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
+        atexit.register(_destroy_at_exit)
         owns = True
     rank, world_size = dist.get_rank(), dist.get_world_size()
     dev = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
@@ -65,9 +69,15 @@ def setup_distributed(device: str | torch.device | None = None) -> DistContext:
                        owns_process_group=owns)
 
 
+def _destroy_at_exit() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def cleanup_distributed(ctx: DistContext) -> None:
-    """Destroy the process group if :func:`setup_distributed` created it."""
+    """Destroy the process group if :func:`setup_distributed` created it (after a barrier)."""
     if ctx.owns_process_group and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
@@ -103,6 +113,15 @@ def mean_across_ranks(values: dict[str, float], ctx: DistContext) -> dict[str, f
     dist.all_reduce(t)
     t /= ctx.world_size
     return {k: float(v) for k, v in zip(keys, t.tolist())}
+
+
+def sum_across_ranks(value: float, ctx: DistContext) -> float:
+    """Sum of a scalar over processes."""
+    if not ctx.distributed:
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t)
+    return float(t.item())
 
 
 def _to_cpu(value: Any) -> Any:

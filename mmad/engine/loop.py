@@ -35,9 +35,9 @@ from mmad.engine.distributed import (
     DistContext,
     all_gather_objects,
     barrier,
-    cleanup_distributed,
     mean_across_ranks,
     setup_distributed,
+    sum_across_ranks,
 )
 from mmad.engine.ema import ModelEMA
 from mmad.engine.logs import (
@@ -51,7 +51,7 @@ from mmad.engine.logs import (
 from mmad.engine.optim import LRSchedule, build_optimizer
 from mmad.engine.seeding import seed_everything
 from mmad.engine.task import Task
-from mmad.errors import ConfigError
+from mmad.errors import ConfigError, DataError
 
 
 @dataclass
@@ -147,6 +147,8 @@ def fit(
     """
     ctx = setup_distributed(device)
     handlers = []
+    determinism = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+                   torch.backends.cudnn.benchmark)
     try:
         run_dir = Path(out_dir)
         if ctx.is_main:
@@ -156,8 +158,9 @@ def fit(
         return _fit(task, train_cfg, optim_cfg, run_dir, ctx, resume=resume, config_dict=config_dict,
                     stop_after=stop_after)
     finally:
+        torch.use_deterministic_algorithms(determinism[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = determinism[1:]
         detach_log_handlers(handlers)
-        cleanup_distributed(ctx)
 
 
 def _fit(task: Task, train_cfg: TrainConfig, optim_cfg: OptimConfig, run_dir: Path, ctx: DistContext, *,
@@ -390,6 +393,9 @@ def _train_one_epoch(parts: _RunParts, loader: Any, epoch: int) -> tuple[dict[st
         bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}",
                         samples_s=f"{seen * ctx.world_size / max(elapsed, 1e-9):.1f}", refresh=False)
     bar.close()
+    if sum_across_ranks(seen, ctx) == 0:
+        raise DataError(loader.dataset.skip_log, "no training item could be loaded; the failures are listed here",
+                        where=f"epoch {epoch + 1}")
     train_time = time.perf_counter() - t0
     means = mean_across_ranks({k: float(v) / max(seen, 1) for k, v in sums.items()}, ctx)
     return means, seen * ctx.world_size / max(train_time, 1e-9), lr
@@ -417,15 +423,12 @@ def evaluate_checkpoint(
     Under ``torchrun`` each rank evaluates its shard and the task gathers (see ``gather_eval_outputs``).
     """
     ctx = setup_distributed(device)
-    try:
-        model = task.build_model().to(ctx.device)
-        load_checkpoint(checkpoint, model, use_ema=use_ema, map_location=ctx.device)
-        data = dataset if dataset is not None else task.val_dataset()
-        if data is None:
-            raise ConfigError("no dataset to evaluate: the task has no validation set")
-        loader = build_eval_loader(data, task.collate, batch_size=batch_size, num_workers=num_workers,
-                                   rank=ctx.rank, world_size=ctx.world_size, pin_memory=ctx.device.type == "cuda")
-        use_amp = amp and ctx.device.type == "cuda"
-        return _evaluate(task, model, loader, ctx, use_amp=use_amp, amp_dtype=torch.bfloat16)
-    finally:
-        cleanup_distributed(ctx)
+    model = task.build_model().to(ctx.device)
+    load_checkpoint(checkpoint, model, use_ema=use_ema, map_location=ctx.device)
+    data = dataset if dataset is not None else task.val_dataset()
+    if data is None:
+        raise ConfigError("no dataset to evaluate: the task has no validation set")
+    loader = build_eval_loader(data, task.collate, batch_size=batch_size, num_workers=num_workers,
+                               rank=ctx.rank, world_size=ctx.world_size, pin_memory=ctx.device.type == "cuda")
+    use_amp = amp and ctx.device.type == "cuda"
+    return _evaluate(task, model, loader, ctx, use_amp=use_amp, amp_dtype=torch.bfloat16)
