@@ -37,14 +37,15 @@ def entity_roi_features(
     n, k = boxes.shape[:2]
     frame_index = torch.arange(n, device=boxes.device, dtype=boxes.dtype).repeat_interleave(k)
     rois = torch.cat([frame_index[:, None], boxes.reshape(n * k, 4)], dim=1)
+    # in float32: half-precision box coordinates would round to whole pixels or worse
     pooled = roi_align(
-        feature_maps,
-        rois.to(feature_maps.dtype),
+        feature_maps.float(),
+        rois.float(),
         output_size=output_size,
         spatial_scale=spatial_scale,
         sampling_ratio=sampling_ratio,
         aligned=aligned,
-    )
+    ).to(feature_maps.dtype)
     return pooled.view(n, k, *pooled.shape[1:])
 
 

@@ -89,6 +89,8 @@ class PostNormEncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
         n, length, dim = x.shape
         q, k, v = self.qkv(x).view(n, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        if attn_bias is not None and attn_bias.dtype != torch.bool:
+            attn_bias = attn_bias.to(q.dtype)  # q is half precision under autocast
         attn = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_bias, dropout_p=self.attn_dropout if self.training else 0.0
         )
@@ -139,8 +141,6 @@ class SpatialTransformer(nn.Module):
         if self.depth_embedding is not None:
             x = x + self.depth_embedding(self.depths)  # Eq. (3)
         bias = self.attention_bias()
-        if bias is not None:
-            bias = bias.to(x.dtype)
         for layer in self.layers:
             x = layer(x, bias)
         return x

@@ -90,3 +90,12 @@ def test_over_entities_and_over_time_reshape_correctly():
     assert torch.equal(seen["s"][1 * 3 + 2], x[1, 2])  # row = one frame's K entities
     assert torch.equal(over_time(record("t"), x), x)
     assert torch.equal(seen["t"][1 * 4 + 3], x[1, :, 3])  # row = one entity's T frames
+
+
+def test_runs_under_autocast():
+    spatial = SpatialTransformer(16, entity_names=K6, num_layers=1, num_heads=4, ffn_dim=32).eval()
+    temporal = TemporalTransformer(16, num_layers=1, num_heads=4, ffn_dim=32).eval()
+    x = torch.randn(2, 6, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert spatial(x).shape == (2, 6, 16)
+        assert temporal(x, torch.zeros(2, 6, dtype=torch.bool)).shape == (2, 6, 16)
