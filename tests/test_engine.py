@@ -295,6 +295,31 @@ def test_best_checkpoint_follows_the_primary_metric(tmp_path):
     assert final_state(tmp_path)["epoch"] == 4 and final_state(tmp_path)["best_epoch"] == 2
 
 
+class GroupedToyTask(ToyTask):
+    """Adds the optional hooks: no decay and a smaller lr for the last layer, and an extra scalar."""
+
+    def param_groups(self, model):
+        head = list(model[3].parameters())
+        rest = [p for p in model.parameters() if all(p is not h for h in head)]
+        return [{"params": rest}, {"params": head, "weight_decay": 0.0, "lr_scale": 0.5}]
+
+    def extra_scalars(self, model):
+        return {"head_norm": float(model[3].weight.norm())}
+
+
+def test_adamw_param_groups_and_extra_scalars(tmp_path):
+    optim = small_optim(name="adamw", lr=0.01, weight_decay=0.05)
+    fit(GroupedToyTask(), small_train(epochs=3), optim, tmp_path, stop_after=2)
+    result = fit(GroupedToyTask(), small_train(epochs=3), optim, tmp_path, resume=True)
+    ckpt = final_state(tmp_path)
+    groups = ckpt["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0] and [g["lr_scale"] for g in groups] == [1.0, 0.5]
+    assert groups[1]["lr"] == pytest.approx(0.5 * groups[0]["lr"])
+    model = GroupedToyTask().build_model()
+    load_checkpoint(tmp_path / "last.pt", model)
+    assert result.history[-1]["extra/head_norm"] == pytest.approx(float(model[3].weight.detach().norm()))
+
+
 def test_evaluate_checkpoint_scores_saved_weights(uninterrupted_run):
     run_dir, _ = uninterrupted_run
     task = ToyTask()

@@ -262,7 +262,8 @@ def _fit(task: Task, train_cfg: TrainConfig, optim_cfg: OptimConfig, run_dir: Pa
                 if task.primary_metric not in val_metrics:
                     raise ConfigError(f"evaluate() returned {sorted(val_metrics)}, without the primary metric "
                                       f"'{task.primary_metric}'")
-            extras = {k: float(v) for k, v in (extra_scalars(model) if extra_scalars else {}).items()}
+            with torch.no_grad():
+                extras = {k: float(v) for k, v in (extra_scalars(model) if extra_scalars else {}).items()}
             improved = False
             if task.primary_metric in val_metrics:
                 value = val_metrics[task.primary_metric]
