@@ -12,6 +12,8 @@ TSM-Kinetics checkpoint.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -19,6 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision import models
+
+from mmad.errors import DataError
+
+log = logging.getLogger(__name__)
 
 FEATURE_CHANNELS = {"resnet18": 512, "resnet50": 2048, "resnet101": 2048}
 FEATURE_STRIDE = 32
@@ -187,7 +193,15 @@ def build_backbone(
         normalize_input=normalize_input,
     )
     if pretrained:
-        load_pretrained(model, pretrained)
+        report = load_pretrained(model, pretrained)
+        log.info("%s: %s", pretrained, report.summary())
+        if report.missing or report.mismatched:
+            log.warning(
+                "%s: %d backbone tensors keep their random init (first: %s)",
+                pretrained,
+                len(report.missing) + len(report.mismatched),
+                (report.missing + report.mismatched)[0],
+            )
     return model
 
 
@@ -233,9 +247,15 @@ def load_pretrained(model: TSMResNet, path: str) -> LoadReport:
 
     The file is read with ``torch.load(weights_only=True)``; a ``state_dict``/``model`` wrapper
     is unpacked; prefixes and TSM's ``.net.`` are remapped; classifier weights are skipped;
-    tensors of the wrong shape are left at init and reported.
+    tensors of the wrong shape are left at init and reported. A missing file, or one of which no
+    tensor fits the backbone, raises :class:`DataError`.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not os.path.isfile(path):
+        raise DataError(path, "pretrained checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated file, pickle with code, not a torch file
+        raise DataError(path, f"not a loadable weights-only checkpoint ({type(e).__name__})") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -252,6 +272,8 @@ def load_pretrained(model: TSMResNet, path: str) -> LoadReport:
             report.mismatched.append(f"{key}: {tuple(value.shape)} vs {tuple(own[name].shape)}")
         else:
             usable[name] = value
+    if not usable:
+        raise DataError(path, f"no tensor matches the {model.arch} backbone (is it a ResNet checkpoint?)")
     model.load_state_dict(usable, strict=False)
     report.loaded = sorted(usable)
     report.missing = sorted(k for k in own if k not in usable and not k.endswith("num_batches_tracked"))

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmad.errors import ConfigError
 from mmad.types import ClipBatch
 from recognition.backbone import TSMResNet, build_backbone
 from recognition.config import ModelConfig
@@ -241,7 +242,7 @@ def build_model(cfg: ModelConfig) -> MicroDualNet | TSMBaseline:
             )
     if cfg.uses_pose:
         if cfg.sem.entity_features == "global":
-            raise ValueError("the pose stream needs entity boxes: set sem.entity_features to 'rois'")
+            raise ConfigError("model.sem.entity_features: the pose stream needs entity boxes, use 'rois'")
         num_joints, groups = pose_joint_groups(cfg)
         pose_entities = KeypointEntityEncoder(
             num_entities=k, num_joints=num_joints, dim=d, hidden_dim=cfg.sem.pose_hidden, joint_groups=groups
@@ -250,7 +251,7 @@ def build_model(cfg: ModelConfig) -> MicroDualNet | TSMBaseline:
         modality_projection = nn.Linear(2 * d, d)
 
     t = cfg.transformer
-    entity_names = cfg.entity_names if k > 1 else ["torso"]
+    entity_names = cfg.entity_names if k > 1 else ["torso"]  # one global token: a single tree node
 
     def spatial() -> SpatialTransformer:
         return SpatialTransformer(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mmad.errors import DataError
 from recognition.backbone import (
     TemporalShiftConv2d,
     build_backbone,
@@ -124,3 +125,17 @@ def test_load_pretrained_reports_missing_and_mismatched(tmp_path):
     assert report.loaded == ["bn1.weight"]
     assert report.mismatched and report.mismatched[0].startswith("conv1.weight")
     assert "layer4.1.bn2.weight" in report.missing
+
+
+def test_load_pretrained_rejects_unusable_files(tmp_path):
+    model = build_backbone("resnet18")
+    with pytest.raises(DataError, match="not found"):
+        load_pretrained(model, str(tmp_path / "missing.pth"))
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="weights-only"):
+        load_pretrained(model, str(junk))
+    other = tmp_path / "other.pth"
+    torch.save({"encoder.weight": torch.zeros(3)}, other)
+    with pytest.raises(DataError, match="no tensor matches"):
+        load_pretrained(model, str(other))
