@@ -39,8 +39,8 @@ The Task protocol
 
 Running
 -------
-``fit(task, train_cfg, optim_cfg, out_dir, *, resume=False, device=None, config_dict=None)``
-writes into ``out_dir``: ``last.pt`` every epoch and ``best.pt`` (both written atomically),
+``fit(task, train_cfg, optim_cfg, out_dir, *, resume=False, device=None, config_dict=None,
+stop_after=None)`` writes into ``out_dir``: ``last.pt`` every epoch and ``best.pt`` (both written atomically),
 ``metrics.jsonl`` (one line per epoch), ``train.log``, ``config.yaml``, TensorBoard files in
 ``tb/``, and ``skipped.txt``. ``resume=True`` continues from ``last.pt``; on CPU with
 ``TrainConfig.deterministic`` the result is bit-identical to a run that was never interrupted.
@@ -49,7 +49,8 @@ them into a model, or :func:`evaluate_checkpoint` to score one.
 
 Under ``torchrun --nproc_per_node N`` the same call trains on N processes (NCCL on GPU, Gloo on
 CPU): DistributedDataParallel, a DistributedSampler per epoch, rank 0 logs and writes files.
-``TrainConfig.batch_size`` is per process.
+``TrainConfig.batch_size`` is per process. The process group is created on the first call and
+kept for later ones in the same process (e.g. ``evaluate_checkpoint`` after ``fit``).
 
 Bad items: when the dataset raises :class:`mmad.errors.DataError` for an item, the item is
 dropped from its batch, its index and the error message are appended to ``skipped.txt`` and
