@@ -183,9 +183,10 @@ def test_detection_csv_json_and_videos_agree(detection_root):
 def test_detection_plan_follows_mma52_statistics():
     rng = np.random.default_rng(0)
     counts, lengths, overlapping, total = [], [], 0, 0
+    class_counts: dict[int, int] = {}
     for _ in range(400):
         duration = float(rng.uniform(5, 15))
-        segments = plan_video_segments(duration, rng)
+        segments = plan_video_segments(duration, rng, class_counts)
         counts.append(len(segments))
         for i, (_label, s, e) in enumerate(segments):
             assert 0 <= s < e <= duration
@@ -197,7 +198,10 @@ def test_detection_plan_follows_mma52_statistics():
     assert 1 <= min(counts) and max(counts) <= 5
     assert 2.3 < np.mean(counts) < 3.2
     assert 2.0 < np.median(lengths) < 3.3
-    assert 0.7 < overlapping / total < 0.95
+    assert 0.75 < overlapping / total < 0.95
+    assert sorted(class_counts) == CLASSES
+    assert max(class_counts.values()) - min(class_counts.values()) <= 3  # balanced classes
+    assert sum(class_counts.values()) == total
 
 
 # ---------------------------------------------------------------- determinism and reuse

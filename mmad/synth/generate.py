@@ -26,19 +26,24 @@ real MMA-52 training annotations (measured on ``mma52/train.csv``: 4,534 videos,
   2/3/4/5 with probabilities 0.449/0.278/0.142/0.131 (the 6+ tail folded into 5), falling to fewer
   (at least 1) when a short video has no room;
 - instance duration: 0.27-14.97 s, mean 4.1 s, median 2.6 s, quartiles 1.37 / 5.8 s; here
-  log-normal with median 2.9 s and sigma 0.95, clipped to [0.8 s, 0.95 x video] (the clipping
-  pulls the median back to about 2.6 s);
+  log-normal with median 2.9 s and sigma 0.95, clipped to [0.8 s, 0.95 x video] and shortened
+  where needed to fit the free time (which pulls the median back to about 2.5 s);
 - overlap: 86.4% of instances overlap another instance of the same video (93.2% counting
   touching ends); only 9.3% of overlapping pairs share a body group. Here two instances overlap
-  only when they use disjoint body parts (head / arms / legs / torso), and each new instance is
-  placed to overlap an earlier one with probability 0.6 (random placement adds the rest).
+  only when they use disjoint body parts (head / arms / legs / torso); each new instance is
+  placed to overlap an earlier one with probability 0.75, in time its body parts are free.
+- classes: the real set is extremely long-tailed; here classes are drawn to keep each split
+  balanced (weights ``1 / (1 + count - min count)^2`` over the counts so far), because otherwise
+  classes on rarely busy parts (torso, legs) would fit more often.
 
-Measured on the annotation plan (1,500 videos, ``plan_video_segments`` with the duration
-sampler): mean video 10.2 s, 2.94 instances per video (2/3/4/5: 44/28/16/12%), instance mean
-3.5 s, median 2.6 s, quartiles 1.4 / 4.8 s, 88.8% of instances overlapping another.
-Generation times (2 worker processes, shared 2-core machine):
-recognition ``tiny`` about 4 s, ``small`` about 20 s, ``demo`` about 3 min; detection ``tiny``
-about 5 s, ``small`` about 40 s, ``demo`` about 4 min.
+Measured on the annotation plan (1,500 videos, one running class count, seed 0): mean video
+10.3 s, 2.95 instances per video (1/2/3/4/5: 1/43/27/16/12%), instance mean 3.4 s, median 2.5 s,
+quartiles 1.4 / 4.7 s, 85.8% of instances overlapping another, every class 315-318 instances.
+Generation times, measured with 2 worker processes on the project's 2-core machine while other
+jobs kept it loaded (load average 7-9, so an idle machine is faster): recognition ``tiny`` 3-6 s
+(in-process), ``small`` 65 s, ``demo`` 336 s (1,120 clips, 67k frames); detection ``tiny`` 3-5 s,
+``small`` 49 s, ``demo`` 339 s (300 videos). Per frame, drawing takes about 1 ms, the pose and
+keypoint simulation 0.5 ms, H.264 encoding 0.5 ms, and writing the OpenPose JSON file 1-3 ms.
 """
 
 from __future__ import annotations
@@ -114,7 +119,7 @@ _DURATION_QUANTILES = ((0.0, 5.0), (0.05, 5.1), (0.25, 8.3), (0.5, 10.63), (0.75
 _INSTANCE_COUNTS = ((2, 0.449), (3, 0.278), (4, 0.142), (5, 0.131))
 _INSTANCE_MEDIAN_S, _INSTANCE_SIGMA = 2.9, 0.95
 _MIN_INSTANCE_S = 0.8
-_OVERLAP_PROBABILITY = 0.6
+_OVERLAP_PROBABILITY = 0.75
 _SAME_PART_GAP_S = 0.4
 
 
@@ -332,45 +337,81 @@ def _sample_video_seconds(rng: np.random.Generator, max_seconds: float) -> float
     return float(min(np.interp(rng.random(), q, v), max_seconds))
 
 
-def _overlaps(a: tuple[float, float], b: tuple[float, float], gap: float = 0.0) -> bool:
-    return a[0] < b[1] + gap and b[0] < a[1] + gap
+def _free_intervals(duration: float, busy: list[tuple[float, float]], gap: float) -> list[tuple[float, float]]:
+    """The parts of ``[0, duration]`` at least ``gap`` seconds away from every ``busy`` interval."""
+    free = [(0.0, duration)]
+    for b_start, b_end in busy:
+        cut_start, cut_end = b_start - gap, b_end + gap
+        nxt = []
+        for f_start, f_end in free:
+            if cut_end <= f_start or cut_start >= f_end:
+                nxt.append((f_start, f_end))
+                continue
+            if cut_start > f_start:
+                nxt.append((f_start, cut_start))
+            if cut_end < f_end:
+                nxt.append((cut_end, f_end))
+        free = nxt
+    return [f for f in free if f[1] - f[0] >= _MIN_INSTANCE_S]
 
 
-def plan_video_segments(duration: float, rng: np.random.Generator) -> list[tuple[int, float, float]]:
+def plan_video_segments(
+    duration: float, rng: np.random.Generator, class_counts: dict[int, int] | None = None
+) -> list[tuple[int, float, float]]:
     """Random ``(label, t_start, t_end)`` instances for a video of ``duration`` seconds.
 
     Follows the MMA-52 statistics in the module docstring. Instances that overlap in time use
-    disjoint body parts; instances on a shared part are at least 0.4 s apart.
+    disjoint body parts; instances on a shared part are at least 0.4 s apart. Each slot draws a
+    class uniformly and places it in the time its body parts are free (shortening it to fit),
+    overlapping an earlier instance on other parts with probability 0.85; a class that cannot be
+    placed gives its slot to another.
     """
     counts, probs = zip(*_INSTANCE_COUNTS)
     wanted = int(rng.choice(counts, p=np.asarray(probs) / sum(probs)))
     placed: list[tuple[int, float, float]] = []
+    counts_so_far = np.array([0 if class_counts is None else class_counts.get(c, 0) for c in CLASSES], float)
+
+    def draw_label() -> int:
+        weights = 1.0 / (1.0 + counts_so_far - counts_so_far.min()) ** 2
+        return int(rng.choice(CLASSES, p=weights / weights.sum()))
+
     for _ in range(wanted):
-        for _attempt in range(40):
-            label = int(rng.choice(CLASSES))
+        overlap_wanted = bool(placed) and rng.random() < _OVERLAP_PROBABILITY
+        for attempt in range(12):
+            if attempt == 8:  # no class found that overlaps: place the next one anywhere free
+                overlap_wanted = False
+            label = draw_label()
+            parts = ACTION_SPECS[label].parts
+            busy = [(s, e) for other, s, e in placed if parts & ACTION_SPECS[other].parts]
+            free = _free_intervals(duration, busy, _SAME_PART_GAP_S)
             length = float(np.exp(np.log(_INSTANCE_MEDIAN_S) + _INSTANCE_SIGMA * rng.standard_normal()))
             length = float(np.clip(length, _MIN_INSTANCE_S, 0.95 * duration))
-            if placed and rng.random() < _OVERLAP_PROBABILITY:
-                _, a_start, a_end = placed[int(rng.integers(len(placed)))]
-                low = max(0.0, a_start - length + 0.3)
-                high = min(duration - length, a_end - 0.3)
-                if high < low:
+            anchors = [(s, e) for other, s, e in placed if not parts & ACTION_SPECS[other].parts]
+            choices = []  # (free interval, window the start must lie in)
+            if overlap_wanted:
+                if not anchors:
                     continue
-                start = float(rng.uniform(low, high))
+                a_start, a_end = anchors[int(rng.integers(len(anchors)))]
+                for f_start, f_end in free:
+                    span = min(length, f_end - f_start)
+                    low, high = max(f_start, a_start - span + 0.3), min(f_end - span, a_end - 0.3)
+                    if high >= low:
+                        choices.append((span, low, high))
             else:
-                start = float(rng.uniform(0.0, duration - length))
-            span = (start, start + length)
-            parts = ACTION_SPECS[label].parts
-            clash = any(
-                _overlaps(span, (s, e), _SAME_PART_GAP_S) and parts & ACTION_SPECS[other].parts
-                for other, s, e in placed
-            )
-            if not clash:
-                placed.append((label, span[0], span[1]))
+                for f_start, f_end in free:
+                    span = min(length, f_end - f_start)
+                    choices.append((span, f_start, f_end - span))
+            if choices:
+                span, low, high = choices[int(rng.integers(len(choices)))]
+                start = float(rng.uniform(low, max(low, high)))
+                placed.append((label, start, min(duration, start + span)))
+                counts_so_far[CLASSES.index(label)] += 1
                 break
     if not placed:  # a very short video with nothing placed: one instance over most of it
-        label = int(rng.choice(CLASSES))
-        placed.append((label, 0.1 * duration, 0.9 * duration))
+        placed.append((draw_label(), 0.1 * duration, 0.9 * duration))
+    if class_counts is not None:
+        for label, _, _ in placed:
+            class_counts[label] = class_counts.get(label, 0) + 1
     return sorted(placed, key=lambda x: (x[1], x[2], x[0]))
 
 
@@ -380,13 +421,14 @@ def plan_detection(preset: DetectionPreset, seed: int, root: Path) -> tuple[list
     records: list[VideoRecord] = []
     jobs: list[RenderJob] = []
     for split, n_videos in zip(SPLITS, preset.videos):
+        class_counts: dict[int, int] = {}  # keeps every split's classes balanced
         for index in range(n_videos):
             job_seed = (seed, _KIND_CODES["detection"], _SPLIT_CODES[split], index)
             rng = np.random.default_rng([*job_seed, 3])
             num_frames = int(round(_sample_video_seconds(rng, preset.max_seconds) * FPS))
             duration = num_frames / FPS
             segments, instances = [], []
-            for label, t_start, t_end in plan_video_segments(duration, rng):
+            for label, t_start, t_end in plan_video_segments(duration, rng, class_counts):
                 f_start = int(round(t_start * FPS))
                 f_end = min(num_frames, max(f_start + 1, int(round(t_end * FPS))))
                 segments.append(Segment(label, f_start / FPS, f_end / FPS))
