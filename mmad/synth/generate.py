@@ -5,9 +5,11 @@ them. Every clip or video is rendered from its own random stream, seeded by ``(s
 index)``, so the output does not depend on the number of worker processes, and the annotation and
 keypoint files are byte-identical for the same seed. Subjects (appearance, scene and camera) are
 disjoint across splits. The output folder carries ``micropuppet.json`` (kind, preset, seed,
-version, complete); calling a generator again on a complete folder with the same settings returns
-at once, anything else (an interrupted run, other settings) regenerates it. A non-empty folder
-without that file is refused (DataError) rather than overwritten.
+version, complete, and ``test_labels_hidden: false``: the test split's labels are real, which
+readers that assume the benchmarks' hidden test labels can check); calling a generator again on
+a complete folder with the same settings returns at once, anything else (an interrupted run,
+other settings) regenerates it. A non-empty folder without that file is refused (DataError)
+rather than overwritten.
 
 Recognition (``generate_recognition``): trimmed clips of one action each, ``SSSS_BB_NNNN.mp4``
 (subject, body group = ``fine2coarse(label)``, running index), ``{split}_list_videos.txt`` with
@@ -204,7 +206,7 @@ def _render_all(jobs: list[RenderJob], base_seed: int, workers: int | None) -> N
 
 def _manifest(kind: str, preset: str, seed: int) -> dict:
     return {"generator": "MicroPuppet", "kind": kind, "preset": preset, "seed": int(seed),
-            "version": SYNTH_VERSION, "classes": CLASSES}
+            "version": SYNTH_VERSION, "classes": CLASSES, "test_labels_hidden": False}
 
 
 def _read_manifest(root: Path) -> dict | None:
