@@ -79,6 +79,17 @@ def _random_colour(rng: np.random.Generator, low: int, high: int) -> tuple[int, 
     return tuple(int(c) for c in rng.integers(low, high, size=3))
 
 
+def _contrasting_colour(rng: np.random.Generator, other: tuple[int, int, int], low: int, high: int,
+                        min_distance: float = 90.0) -> tuple[int, int, int]:
+    """A random colour at least ``min_distance`` (RGB Euclidean) from ``other``, so hands show on it."""
+    colour = _random_colour(rng, low, high)
+    for _ in range(20):
+        if np.linalg.norm(np.subtract(colour, other)) >= min_distance:
+            break
+        colour = _random_colour(rng, low, high)
+    return colour
+
+
 def _smooth_texture(rng: np.random.Generator, height: int, width: int, cells: tuple[int, int]) -> np.ndarray:
     """(H, W) float32 low-frequency noise in about [-1, 1]: a random grid upsampled bilinearly."""
     grid = rng.standard_normal((cells[0] + 1, cells[1] + 1)).astype(np.float32)
@@ -125,7 +136,7 @@ def make_subject(subject_id: int, rng: np.random.Generator, *, height: int, widt
         head_scale=float(rng.uniform(0.9, 1.1)),
         skin=tuple(int(c) for c in np.clip(skin, 0, 255)),
         hair=_random_colour(rng, 10, 120) if rng.random() < 0.85 else _random_colour(rng, 150, 230),
-        shirt=_random_colour(rng, 20, 235),
+        shirt=_contrasting_colour(rng, tuple(int(c) for c in skin), 20, 235),
         sleeve_skin=bool(rng.random() < 0.3),
         trousers=_random_colour(rng, 15, 140),
         shoes=_random_colour(rng, 5, 90),
