@@ -104,6 +104,26 @@ def _default_optim() -> OptimConfig:
 
 
 @dataclass
+class EncoderConfig:
+    """The clip encoder that turns a video into feature steps (detection.encoder).
+
+    Fields left null take the recognizer checkpoint's own data settings, so windows look like the
+    clips it was trained on. ``videos_dir``/``keypoints_dir`` are relative to ``data.root``.
+    """
+
+    stride_frames: int = 4  # one feature step every this many video frames
+    window: int | None = None  # T, sampled frames per window; null: the recognizer's data.num_frames
+    window_dilation: int = 1  # a window takes every this-many-th sampled frame
+    image_size: int | None = None  # null: the recognizer's data.image_size
+    resize_short_side: int | None = None  # null: the recognizer's data.resize_short_side
+    chunk_frames: int = 64  # sampled frames decoded and pushed through the backbone at once
+    entity_tokens: bool = False  # also append the K per-entity tokens (mean over the window)
+    videos_dir: str = "videos"
+    keypoints_dir: str = "keypoints"
+    device: str | None = None  # null: cuda when available
+
+
+@dataclass
 class DetectionConfig:
     """Everything one detection run needs; the run folder keeps it as ``config.yaml``."""
 
@@ -113,4 +133,5 @@ class DetectionConfig:
     train: TrainConfig = field(default_factory=_default_train)
     optim: OptimConfig = field(default_factory=_default_optim)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     out: str = "runs/detection"
