@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"error: {e.filename or ''}: file not found", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `mmad data stats ... | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
