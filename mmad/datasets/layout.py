@@ -13,6 +13,7 @@ Folder layouts (see the common on-disk contract):
 from __future__ import annotations
 
 import csv
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,9 @@ class DatasetInfo:
     layout: str
     root: Path
     annotation_files: dict[str, Path] = field(default_factory=dict)
+    # False when the folder's manifest (``micropuppet.json``) says its test labels are real;
+    # the official MA-52 test list hides them (every label 0).
+    test_labels_hidden: bool = True
 
     @property
     def splits(self) -> list[str]:
@@ -106,7 +110,8 @@ class DatasetInfo:
             raise DataError(self.root, f"no split {split!r} here (found: {', '.join(self.splits) or 'none'})")
         path = self.annotation_files[split]
         if self.layout == "ma52":
-            return read_ma52_list(path, split=split, root=self.root, skip_bad=skip_bad)
+            labeled = True if (split == "test" and not self.test_labels_hidden) else None
+            return read_ma52_list(path, split=split, root=self.root, labeled=labeled, skip_bad=skip_bad)
         if self.layout == "imigue":
             return read_imigue_csv(path, split=split, root=self.root, skip_bad=skip_bad)
         if path.suffix.lower() == ".json":
@@ -137,6 +142,18 @@ class DatasetInfo:
         return path if path.is_file() else None
 
 
+def _manifest_test_labels_hidden(root: Path) -> bool:
+    """Whether a generated dataset's manifest hides its test labels (True without a manifest)."""
+    manifest = root / "micropuppet.json"
+    if not manifest.is_file():
+        return True
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise DataError(manifest, "manifest is not valid JSON") from None
+    return bool(data.get("test_labels_hidden", True)) if isinstance(data, dict) else True
+
+
 def open_dataset(root: str | os.PathLike) -> DatasetInfo:
     """Detect the layout of a dataset folder (MA-52 lists, MMA-52 CSV/JSON, iMiGUE CSV).
 
@@ -149,7 +166,7 @@ def open_dataset(root: str | os.PathLike) -> DatasetInfo:
         raise DataError(root, "not a folder (give the dataset root)")
     lists = {s: ma52_list_path(root, s) for s in MA52_SPLITS if ma52_list_path(root, s).is_file()}
     if lists:
-        return DatasetInfo("ma52", root, lists)
+        return DatasetInfo("ma52", root, lists, test_labels_hidden=_manifest_test_labels_hidden(root))
     files: dict[str, Path] = {}
     json_path = root / "mmad.json"
     for subset in MMA52_SUBSETS:
