@@ -632,10 +632,12 @@ def extract_features(cfg: DetectionConfig, recognizer: str | os.PathLike, *, sub
     ``data.root/encoder.keypoints_dir/<id>/``. ``subset`` picks one subset (default: all videos).
     Rank and world size default to :func:`distributed_rank`. A video whose cache was made by this
     recognizer checkpoint is skipped; one made by another checkpoint is redone. A video that fails
-    is logged, listed in the report and in ``failed_rank<R>.txt`` of the cache folder, and skipped.
+    is logged, listed in the report and in ``failed_rank<R>.txt`` of the cache folder, and skipped;
+    a :class:`ConfigError` (the recognizer and the data do not fit together) stops the run.
     ``encoder`` replaces the one built from ``recognizer`` (its hash still names the features).
     """
     from mmad.datasets.mma52 import read_detection_annotations
+    from mmad.video import probe
 
     if rank is None or world_size is None:
         rank, world_size = distributed_rank()
@@ -664,13 +666,11 @@ def extract_features(cfg: DetectionConfig, recognizer: str | os.PathLike, *, sub
                      read_feature_meta(cache, video_id).encoder_hash)
         video_path = videos_dir / f"{video_id}.mp4"
         try:
-            from mmad.video import probe
-
             info = probe(video_path)
             features, times = encoder.encode_video(video_path, keypoints_dir / video_id)
             save_features(cache, video_id, features, times=times, stride_frames=encoder.stride_frames, fps=info.fps,
                           encoder_hash=encoder_hash, duration=info.duration)
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit, ConfigError):
             raise
         except Exception as e:  # one bad video never stops the run
             reason = str(e) if isinstance(e, DataError) else f"{video_path}: {type(e).__name__}: {e}"
