@@ -275,3 +275,9 @@ def test_pose_only_models_skip_decoding_and_keypoints_can_be_cached(tiny_root, m
     torch.testing.assert_close(pose[2].keypoints, b.keypoints)  # served from memory
     with pytest.raises(DataError, match="read again"):
         pose[3]
+
+
+def test_micropuppet_test_split_keeps_its_labels(tiny_root):
+    test = build_dataset(make_cfg(tiny_root), "test", train=False)
+    assert len(test) == 7 and (test.labels >= 0).all()
+    assert test[0].label == test.records[0].label >= 0
