@@ -33,12 +33,14 @@ def segment_iou(one: torch.Tensor, many: torch.Tensor) -> torch.Tensor:
 
 
 def batched_soft_nms(segments: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor, *, sigma: float = 0.5,
-                     min_score: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+                     min_score: float = 1e-3, max_kept: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian soft-NMS run independently in each of G groups, all groups per iteration at once.
 
     Within a group, repeatedly the remaining candidate with the highest score is kept, and every
     other remaining candidate's score is multiplied by ``exp(-iou**2 / sigma)``; candidates whose
-    score falls under ``min_score`` are discarded. Ties go to the lower index.
+    score falls under ``min_score`` are discarded. Ties go to the lower index. With ``max_kept`` a
+    group stops after that many picks (kept scores only fall within a group, so a video that keeps
+    its ``max_kept`` best detections needs no more from any one group).
 
     Args:
         segments: (G, K, 2) onset/offset; scores: (G, K); valid: (G, K) bool (False = padding).
@@ -53,7 +55,8 @@ def batched_soft_nms(segments: torch.Tensor, scores: torch.Tensor, valid: torch.
     kept_scores = torch.zeros_like(scores)
     rows = torch.arange(scores.shape[0], device=scores.device)
     neg_inf = torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device)
-    for _ in range(scores.shape[1]):
+    num_rounds = scores.shape[1] if max_kept is None else min(scores.shape[1], max_kept)
+    for _ in range(num_rounds):
         running = alive.any(dim=1)
         if not bool(running.any()):
             break
@@ -69,11 +72,11 @@ def batched_soft_nms(segments: torch.Tensor, scores: torch.Tensor, valid: torch.
 
 
 def soft_nms_reference(segments: list[tuple[float, float]], scores: list[float], *, sigma: float = 0.5,
-                       min_score: float = 1e-3) -> list[tuple[int, float]]:
+                       min_score: float = 1e-3, max_kept: int | None = None) -> list[tuple[int, float]]:
     """Plain-Python Gaussian soft-NMS of one group: ``[(index, score when kept), ...]`` in the order kept."""
     current = {i: float(s) for i, s in enumerate(scores) if s >= min_score}
     kept = []
-    while current:
+    while current and (max_kept is None or len(kept) < max_kept):
         best = max(current, key=lambda i: (current[i], -i))
         best_score = current.pop(best)
         kept.append((best, best_score))
@@ -152,7 +155,7 @@ def postprocess_detections(output: DetectorOutput, *, timelines: Sequence[Timeli
         packed_scores[row, column] = scores[order]
         packed_valid[row, column] = True
         kept, kept_scores = batched_soft_nms(packed_segments, packed_scores, packed_valid, sigma=nms_sigma,
-                                             min_score=min_score)
+                                             min_score=min_score, max_kept=max_segments)
         survivor = kept[row, column]
         final_scores = kept_scores[row, column][survivor]
         final_segments = segments[order][survivor]

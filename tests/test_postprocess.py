@@ -1,3 +1,4 @@
+import pandas as pd
 import pytest
 import torch
 
@@ -27,14 +28,18 @@ def random_groups(seed, num_groups=7, width=25):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("sigma,min_score", [(0.5, 1e-3), (0.1, 0.2), (0.9, 0.0)])
-def test_batched_soft_nms_equals_loop_reference(seed, sigma, min_score):
+@pytest.mark.parametrize("sigma,min_score,max_kept", [(0.5, 1e-3, None), (0.1, 0.2, None), (0.9, 0.0, None),
+                                                      (0.5, 1e-3, 4)])
+def test_batched_soft_nms_equals_loop_reference(seed, sigma, min_score, max_kept):
     segments, scores, valid = random_groups(seed)
-    kept, kept_scores = batched_soft_nms(segments, scores, valid, sigma=sigma, min_score=min_score)
+    kept, kept_scores = batched_soft_nms(segments, scores, valid, sigma=sigma, min_score=min_score,
+                                         max_kept=max_kept)
+    if max_kept is not None:
+        assert kept.sum(dim=1).max() == max_kept
     for g in range(segments.shape[0]):
         n = int(valid[g].sum())
         reference = soft_nms_reference(segments[g, :n].tolist(), scores[g, :n].tolist(), sigma=sigma,
-                                       min_score=min_score)
+                                       min_score=min_score, max_kept=max_kept)
         assert sorted(i for i, _ in reference) == torch.nonzero(kept[g]).flatten().tolist()
         for i, score in reference:
             assert kept_scores[g, i].item() == pytest.approx(score, rel=1e-9, abs=1e-12)
@@ -112,3 +117,19 @@ def test_postprocess_class_agnostic_and_empty():
     empty = postprocess_detections(make_output(20, 2, []), timelines=[timeline], durations=[5.0],
                                    video_ids=["v"], score_threshold=0.5)
     assert empty.empty and list(empty.columns) == PREDICTION_COLUMNS
+
+
+def test_capped_soft_nms_keeps_the_same_top_detections():
+    torch.manual_seed(0)
+    num_steps, num_classes = 24, 3
+    points = pyramid_points(num_steps, regression_ranges=[(0, 4), (4, 1e4)])
+    output = DetectorOutput(cls_logits=torch.randn(2, points.shape[0], num_classes),
+                            offsets=torch.rand(2, points.shape[0], num_classes, 2) * 3,
+                            points=points, mask=torch.ones(2, points.shape[0], dtype=torch.bool))
+    timeline = Timeline.from_stride(fps=30.0, stride_frames=4, num_steps=num_steps)
+    options = dict(timelines=[timeline] * 2, durations=[3.2] * 2, video_ids=["a", "b"], score_threshold=0.05)
+    capped = postprocess_detections(output, max_segments=7, **options)
+    full = postprocess_detections(output, max_segments=10_000, **options)
+    assert len(full) > 2 * 7
+    expected = full.groupby("video_id", sort=False).head(7).reset_index(drop=True)
+    pd.testing.assert_frame_equal(capped, expected)
