@@ -435,11 +435,6 @@ def _read_records(cfg: DataConfig, info: DatasetInfo, split: str) -> list[ClipRe
         labels = Path(cfg.labels_file)
         labels = labels if labels.is_absolute() else info.root / labels
         return list(read_imigue_csv(labels, split=split, root=info.root))
-    if info.layout == "ma52" and (info.root / "micropuppet.json").is_file():
-        # MicroPuppet writes the real labels in every split, test included
-        from mmad.datasets import read_ma52_list
-
-        return list(read_ma52_list(info.annotation_files[split], split=split, root=info.root, labeled=True))
     return list(info.read(split))
 
 
