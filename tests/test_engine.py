@@ -381,12 +381,19 @@ def test_ema_update_math():
     with torch.no_grad():
         model.weight.fill_(3.0)
     model.num_batches_tracked.fill_(5)
-    ema.update(model)
-    assert torch.allclose(ema.module.weight, torch.full((2,), 0.9 * 1.0 + 0.1 * 3.0))
-    ema.update(model)
-    assert torch.allclose(ema.module.weight, torch.full((2,), 0.9 * 1.2 + 0.1 * 3.0))
+    ema.update(model)  # warm-up: d = min(0.9, 1/10)
+    assert torch.allclose(ema.module.weight, torch.full((2,), 0.1 * 1.0 + 0.9 * 3.0))
+    ema.update(model)  # d = min(0.9, 2/11)
+    d = 2.0 / 11.0
+    assert torch.allclose(ema.module.weight, torch.full((2,), d * 2.8 + (1 - d) * 3.0))
     assert int(ema.module.num_batches_tracked) == 5 and ema.updates == 2
     assert not any(p.requires_grad for p in ema.module.parameters())
+    ema.updates = 1000  # past the warm-up the configured decay holds
+    assert ema.current_decay() == 0.9
+    with torch.no_grad():
+        ema.module.weight.fill_(1.0)
+    ema.update(model)
+    assert torch.allclose(ema.module.weight, torch.full((2,), 0.9 * 1.0 + 0.1 * 3.0))
 
 
 class NoisyIndexDataset(Dataset):

@@ -12,7 +12,11 @@ from mmad.engine.checkpoint import unwrap_model
 
 
 class ModelEMA:
-    """Keeps ``ema = decay * ema + (1 - decay) * current`` for every floating-point parameter and buffer.
+    """Keeps ``ema = d * ema + (1 - d) * current`` for every floating-point parameter and buffer.
+
+    The per-update weight warms up: ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so
+    a short run is not scored on weights that are still mostly the random initialisation (with a
+    fixed 0.999 the first 1,000 steps would leave about 37% of the initial weights in the average).
 
     Integer buffers (e.g. BatchNorm's ``num_batches_tracked``) are copied. The averaged copy lives
     in ``self.module`` (eval mode, no gradients) on the same device as the model.
@@ -35,13 +39,18 @@ class ModelEMA:
     def update(self, model: nn.Module) -> None:
         """Blend the current weights of ``model`` into the average (call after each optimizer step)."""
         current = unwrap_model(model).state_dict()
+        decay = self.current_decay()
         for name, avg in self.module.state_dict().items():
             new = current[name].detach()
             if avg.dtype.is_floating_point:
-                avg.mul_(self.decay).add_(new.to(avg.dtype), alpha=1.0 - self.decay)
+                avg.mul_(decay).add_(new.to(avg.dtype), alpha=1.0 - decay)
             else:
                 avg.copy_(new)
         self.updates += 1
+
+    def current_decay(self) -> float:
+        """The weight of the average at the next update (warm-up, then ``decay``)."""
+        return min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
 
     def state_dict(self) -> dict[str, Any]:
         """``{"weights": state dict of the averaged model, "updates": int, "decay": float}``."""
