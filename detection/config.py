@@ -47,7 +47,9 @@ class DetectionDataConfig:
 class HeadConfig:
     """The temporal head (detection.model.TemporalDetector)."""
 
-    feature_dim: int = 2304
+    # F of the cached features; null: read from the feature cache's side files (the encoder's
+    # [global CNN feature; fused entity feature] size, e.g. 2048 + 256 for R101 with D = 256).
+    feature_dim: int | None = None
     num_classes: int = 52
     embed_dim: int = 256
     num_levels: int = 5  # strides 1..16 steps: 0.27 s to 15 s at 7.5 steps/s

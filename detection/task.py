@@ -8,6 +8,8 @@ commands call.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from pathlib import Path
 from typing import Any
@@ -53,13 +55,37 @@ def ground_truth_table(videos: list[VideoRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["video_id", "t_start", "t_end", "label"])
 
 
+def resolve_feature_dim(cfg: DetectionConfig) -> DetectionConfig:
+    """``cfg`` with ``model.feature_dim`` filled in from the feature cache when it is null.
+
+    The size is read from the side file of the first cached video of the training (else validation,
+    else test) subset; without any cached features this is a ConfigError that says to extract first.
+    """
+    if cfg.model.feature_dim is not None:
+        return cfg
+    from mmad.datasets.mma52 import read_detection_annotations
+
+    from detection.features import has_features, read_feature_meta
+
+    data = cfg.data
+    for subset in (data.train_subset, data.val_subset, data.test_subset):
+        if not subset:
+            continue
+        for video in read_detection_annotations(data.annotation_path, subset=subset):
+            if has_features(data.feature_path, video.video_id):
+                dim = read_feature_meta(data.feature_path, video.video_id).feature_dim
+                return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, feature_dim=dim))
+    raise ConfigError(f"model.feature_dim is not set and no cached features were found in {data.feature_path}: "
+                      "run `mmad detection extract` first (or set model.feature_dim)")
+
+
 class DetectionTask:
     """The temporal head as a :class:`mmad.engine.Task`; ``primary_metric`` is the average mAP over tIoU 0.1-0.9."""
 
     primary_metric = "mAP"
 
     def __init__(self, cfg: DetectionConfig):
-        self.cfg = cfg
+        self.cfg = resolve_feature_dim(cfg)
         self._videos: dict[str, list[VideoRecord]] = {}
 
     def videos(self, subset: str) -> list[VideoRecord]:
@@ -151,8 +177,9 @@ class DetectionTask:
 
 def train_detection(cfg: DetectionConfig, *, resume: bool = False, device: str | None = None):
     """Train the head as ``cfg`` says; the run folder is ``cfg.out``. Returns the engine's FitResult."""
-    return fit(DetectionTask(cfg), cfg.train, cfg.optim, cfg.out, resume=resume, device=device,
-               config_dict=to_dict(cfg))
+    task = DetectionTask(cfg)
+    return fit(task, task.cfg.train, task.cfg.optim, task.cfg.out, resume=resume, device=device,
+               config_dict=to_dict(task.cfg))
 
 
 def predict_subset(cfg: DetectionConfig, checkpoint: str | os.PathLike, *, subset: str | None = None,

@@ -95,8 +95,32 @@ def test_shipped_configs_build_a_head(name):
 
     path = Path(__file__).resolve().parents[1] / "configs" / "detection" / f"{name}.yaml"
     cfg = load_config(DetectionConfig, path)
+    if cfg.model.feature_dim is None:  # read from the feature cache at training time
+        cfg = load_config(DetectionConfig, path, overrides=["model.feature_dim=64"])
     model = build_detector(cfg)
     assert len(model.regression_ranges) == cfg.model.num_levels
     steps = 113  # a 15 s video at 7.5 steps/s
     out = model.eval()(torch.zeros(1, cfg.model.feature_dim, steps), torch.ones(1, steps, dtype=torch.bool))
     assert out.cls_logits.shape[-1] == cfg.model.num_classes
+
+
+def test_feature_dim_is_read_from_the_cache_when_not_set(tmp_path):
+    from mmad.errors import ConfigError
+
+    make_root(tmp_path / "data", num_train=2, num_val=1)
+    cfg = small_config(tmp_path / "data", tmp_path / "run")
+    cfg.model.feature_dim = None
+    task = DetectionTask(cfg)
+    assert task.cfg.model.feature_dim == FEATURE_DIM and cfg.model.feature_dim is None
+    out = task.build_model().eval()(torch.zeros(1, FEATURE_DIM, 16), torch.ones(1, 16, dtype=torch.bool))
+    assert out.cls_logits.shape[-1] == NUM_CLASSES
+
+    empty = small_config(tmp_path / "nothing", tmp_path / "run2")
+    empty.model.feature_dim = None
+    from mmad.datasets.mma52 import write_mmad_json
+
+    (tmp_path / "nothing").mkdir()
+    write_mmad_json([VideoRecord("v0", duration=5.0, fps=FPS, num_frames=150, subset="train")],
+                    tmp_path / "nothing" / "mmad.json")
+    with pytest.raises(ConfigError, match="run `mmad detection extract` first"):
+        DetectionTask(empty)

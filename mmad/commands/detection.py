@@ -83,7 +83,7 @@ def run_extract(args) -> int:
     cfg = _load(args)
     report = extract_features(cfg, args.recognizer, subset=args.subset, device=args.device)
     print(report.summary())
-    if report.feature_dim != cfg.model.feature_dim:
+    if cfg.model.feature_dim is not None and report.feature_dim != cfg.model.feature_dim:
         print(f"note: model.feature_dim is {cfg.model.feature_dim} but these features have {report.feature_dim}; "
               f"train with --set model.feature_dim={report.feature_dim}")
     if report.failed:
