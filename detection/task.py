@@ -9,7 +9,6 @@ commands call.
 from __future__ import annotations
 
 import dataclasses
-
 import os
 from pathlib import Path
 from typing import Any
@@ -63,9 +62,8 @@ def resolve_feature_dim(cfg: DetectionConfig) -> DetectionConfig:
     """
     if cfg.model.feature_dim is not None:
         return cfg
-    from mmad.datasets.mma52 import read_detection_annotations
-
     from detection.features import has_features, read_feature_meta
+    from mmad.datasets.mma52 import read_detection_annotations
 
     data = cfg.data
     for subset in (data.train_subset, data.val_subset, data.test_subset):
