@@ -346,7 +346,7 @@ class DemoRun:
             rtree = self._record_config("recognition", self.recognition_config, self.recognition_overrides(), rcfg,
                                         RECOGNITION_KEY_FIELDS)
             last = self.recognition_run / "last.pt"
-            self.stage("recognition-train", settings={"config": rtree}, outputs=[last],
+            self.stage("recognition-train", settings={"config": _without_paths(rtree)}, outputs=[last],
                        action=lambda: self._train_recognizer(rcfg), clear=[self.recognition_run])
             recognizer_hash = checkpoint_hash(last)
             rec_eval = self.recognition_run / "eval"
@@ -365,7 +365,7 @@ class DemoRun:
                                         self.detection_overrides(feature_dim=feature_dim, encoder_hash=recognizer_hash),
                                         dcfg, DETECTION_KEY_FIELDS)
             detector = self.detection_run / "last.pt"
-            self.stage("detection-train", settings={"config": dtree}, outputs=[detector],
+            self.stage("detection-train", settings={"config": _without_paths(dtree)}, outputs=[detector],
                        action=lambda: self._train_detector(dcfg), clear=[self.detection_run])
             detector_hash = checkpoint_hash(detector)
             det_eval = self.detection_run / "eval"
@@ -587,6 +587,13 @@ class DemoRun:
         self._write_manifest()
         written = write_demo_report(self.out)
         return {"report": str(written), "plots": sorted(p.name for p in (self.out / "plots").glob("*.png"))}
+
+
+def _without_paths(tree: dict) -> dict:
+    """A config tree without the fields that only say where things are (the same run may be named
+    by a relative or an absolute ``--out``)."""
+    data = {k: v for k, v in tree.get("data", {}).items() if k not in ("root", "feature_dir")}
+    return {**{k: v for k, v in tree.items() if k != "out"}, "data": data}
 
 
 def _plain(obj) -> Any:
