@@ -152,3 +152,25 @@ def test_confusion_plot_keeps_only_the_classes_that_occur(tmp_path):
 
     height, width = matplotlib.image.imread(png).shape[:2]
     assert width < 900 and height < 900  # three classes drawn, not 52
+
+
+def test_changed_config_restarts_its_stage_from_an_empty_folder(quick_demo, tmp_path):
+    import yaml
+
+    from mmad.commands.demo import bundled_config
+
+    out = quick_demo["out"]
+    source = bundled_config("recognition")
+    changed = yaml.safe_load(source.read_text())
+    changed["optim"]["lr"] = 0.0005
+    config = tmp_path / "recognition.yaml"
+    config.write_text(yaml.safe_dump(changed))
+    (out / "recognition" / "stale.txt").write_text("from the earlier config")
+    rc, stdout, stderr = run_cli(["demo", "--quick", "--out", out, "--device", "cpu", "--recognition-config", config])
+    assert rc == 0, stderr
+    assert "[1/8] generate MicroPuppet data: done before, skipped" in stdout
+    assert "[2/8] train Micro-DualNet: done in" in stdout
+    assert not (out / "recognition" / "stale.txt").exists()
+    assert "resumed from" not in stderr
+    saved = yaml.safe_load((out / "recognition" / "config.yaml").read_text())
+    assert saved["optim"]["lr"] == 0.0005
