@@ -38,3 +38,10 @@ def run_overrides(args) -> list[str]:
         out.append(f"train.epochs={args.epochs}")
     out.extend(getattr(args, "overrides", []) or [])
     return out
+
+
+def is_main_process() -> bool:
+    """False in every ``torchrun`` process but rank 0 (those print no summary)."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from mmad.commands import add_group, add_run_flags, run_overrides
+from mmad.commands import add_group, add_run_flags, is_main_process, run_overrides
 
 
 def register(subparsers) -> None:
@@ -99,6 +99,8 @@ def run_train(args) -> int:
 
     cfg = _load(args)
     result = train_detection(cfg, resume=args.resume, device=args.device)
+    if not is_main_process():
+        return 0
     print(f"run folder: {result.run_dir}")
     print(f"epochs: {result.epochs_done}")
     if result.best_metric is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from mmad.commands import add_group, add_run_flags, run_overrides
+from mmad.commands import add_group, add_run_flags, is_main_process, run_overrides
 from mmad.errors import ConfigError
 
 
@@ -84,6 +84,8 @@ def run_train(args) -> int:
 
     cfg = _load(args)
     result = train(cfg, resume=args.resume, device=args.device)
+    if not is_main_process():
+        return 0
     print(f"run folder: {result.run_dir}")
     print(f"epochs: {result.epochs_done}")
     if result.best_metric is not None:
