@@ -23,6 +23,7 @@ import numpy as np
 
 from detection.timeline import Timeline
 from mmad.errors import DataError
+from mmad.fileio import atomic_open
 
 _REQUIRED_KEYS = ("video_id", "times", "stride_frames", "fps", "feature_dim", "encoder_hash", "duration")
 
@@ -82,16 +83,12 @@ def save_features(cache_dir: str | os.PathLike, video_id: str, features, *, time
     npy_path.parent.mkdir(parents=True, exist_ok=True)
     meta = FeatureMeta(video_id=video_id, times=tuple(times), stride_frames=int(stride_frames), fps=float(fps),
                        feature_dim=int(array.shape[1]), encoder_hash=str(encoder_hash), duration=float(duration))
-    tmp_npy = npy_path.with_name(npy_path.name + ".tmp")
-    with open(tmp_npy, "wb") as f:
+    with atomic_open(npy_path, "wb") as f:
         np.save(f, array.astype(np.float16))
-    os.replace(tmp_npy, npy_path)
     record = asdict(meta)
     record["times"] = list(meta.times)
-    tmp_json = json_path.with_name(json_path.name + ".tmp")
-    with open(tmp_json, "w", encoding="utf-8") as f:
+    with atomic_open(json_path, "w") as f:
         json.dump(record, f)
-    os.replace(tmp_json, json_path)
     return npy_path
 
 

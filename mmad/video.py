@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mmad.errors import DataError
+from mmad.fileio import atomic_path
 
 
 @dataclass(frozen=True)
@@ -316,10 +317,16 @@ def write_video(
     path = Path(path)
     if fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     rate = Fraction(fps).limit_denominator(1001)
-    container = av.open(str(tmp), mode="w")
+    with atomic_path(path) as tmp:
+        _encode_frames(av.open(str(tmp), mode="w"), frames, rate, crf)
+    return path
+
+
+def _encode_frames(container, frames: Iterable[np.ndarray], rate: Fraction, crf: int) -> None:
+    """Encode ``frames`` into an open PyAV output ``container`` and close it (see :func:`write_video`)."""
+    import av
+
     count = 0
     try:
         stream = None
@@ -350,11 +357,6 @@ def write_video(
             raise ValueError("write_video needs at least one frame")
         for packet in stream.encode():
             container.mux(packet)
-    except BaseException:
+    finally:
         container.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    container.close()
-    os.replace(tmp, path)
-    return path
 

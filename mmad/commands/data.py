@@ -83,7 +83,7 @@ def run_stats(args) -> int:
 
 def run_check(args) -> int:
     from mmad.datasets.check import check_dataset, format_report
-    from mmad.datasets.common import atomic_write_text
+    from mmad.fileio import atomic_write_text
 
     report = check_dataset(args.root, check_videos=not args.no_videos, check_keypoints=not args.no_keypoints,
                            min_keypoint_coverage=args.min_coverage)

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from mmad.errors import ConfigError
+from mmad.fileio import atomic_write_text
 
 DEFAULT_OUT = "runs/demo"
 STAGE_TITLES = {
@@ -288,10 +289,7 @@ class DemoRun:
         return found if isinstance(found, dict) else None
 
     def _write_marker(self, name: str, record: dict) -> None:
-        self.stage_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self._marker(name).with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, self._marker(name))
+        atomic_write_text(self._marker(name), json.dumps(record, indent=2, default=str) + "\n")
 
     def stage(self, name: str, *, settings: dict[str, Any], outputs: list[Path], action: Callable[[], dict],
               clear: list[Path] = ()) -> StageOutcome:
@@ -575,11 +573,7 @@ class DemoRun:
         }
 
     def _write_manifest(self) -> Path:
-        path = self.out / "demo.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._manifest(), indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(self.out / "demo.json", json.dumps(self._manifest(), indent=2, default=str) + "\n")
 
     def _report(self, path: Path) -> dict:
         from mmad.report import write_demo_report

@@ -16,7 +16,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from mmad.datasets.common import ProblemSink, Records, atomic_write_text, parse_int, read_text_lines
+from mmad.datasets.common import ProblemSink, Records, parse_int, read_text_lines
+from mmad.fileio import atomic_write_text
 from mmad.taxonomy import NUM_MA52_ACTIONS, NUM_MA52_BODIES, fine2coarse
 from mmad.types import ClipRecord
 

@@ -29,12 +29,12 @@ from pathlib import Path
 from mmad.datasets.common import (
     ProblemSink,
     Records,
-    atomic_write_text,
     parse_float,
     parse_int,
     read_text_lines,
 )
 from mmad.errors import DataError
+from mmad.fileio import atomic_write_text
 from mmad.taxonomy import NUM_MA52_ACTIONS
 from mmad.types import Segment, VideoRecord
 

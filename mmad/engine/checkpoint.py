@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmad.fileio import atomic_open
+
 CHECKPOINT_FORMAT = 1
 
 
@@ -32,54 +34,21 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file beside ``path``, fsync it, then ``os.replace`` it into place.
 
     A failure while writing leaves the previous ``path`` untouched and no temporary file behind.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    with atomic_open(path, "wb", durable=True) as f:
+        torch.save(obj, f)
+    return Path(path)
 
 
 def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Copy ``src`` to ``dst`` through a temporary file and ``os.replace`` (same guarantees as above)."""
-    dst = Path(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-            fout.flush()
-            os.fsync(fout.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(dst.parent)
-    return dst
+    with open(src, "rb") as fin, atomic_open(dst, "wb", durable=True) as fout:
+        shutil.copyfileobj(fin, fout)
+    return Path(dst)
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from mmad.errors import DataError
+from mmad.fileio import atomic_write_text
 from mmad.synth.actions import ACTION_SPECS, CLASSES, ActionInstance, animate, sample_instance
 from mmad.synth.puppet import detect_keypoints, make_subject, render_frame, skeleton
 from mmad.taxonomy import fine2coarse
@@ -246,9 +247,7 @@ def _prepare(root: Path, manifest: dict, names: list[str]) -> None:
 
 
 def _write_manifest(root: Path, manifest: dict, extra: dict) -> None:
-    tmp = root / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps({**manifest, **extra}, indent=2) + "\n")
-    os.replace(tmp, root / MANIFEST_NAME)
+    atomic_write_text(root / MANIFEST_NAME, json.dumps({**manifest, **extra}, indent=2) + "\n")
 
 
 def _subject_ids(counts: tuple[int, int, int]) -> dict[str, list[int]]:

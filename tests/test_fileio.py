@@ -1,0 +1,31 @@
+import pytest
+
+from mmad.fileio import atomic_open, atomic_path, atomic_write_text
+
+
+def test_write_creates_parents_and_replaces(tmp_path):
+    target = tmp_path / "a" / "b" / "notes.txt"
+    atomic_write_text(target, "one\n")
+    atomic_write_text(target, "two\r\n")
+    assert target.read_bytes() == b"two\r\n"  # line endings kept as given
+    assert sorted(p.name for p in target.parent.iterdir()) == ["notes.txt"]
+
+
+def test_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "state.bin"
+    with atomic_open(target, "wb", durable=True) as f:
+        f.write(b"old")
+    with pytest.raises(OSError, match="disk full"):
+        with atomic_open(target, "wb") as f:
+            f.write(b"partial")
+            raise OSError("disk full")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.bin"]
+
+
+def test_temporary_path_keeps_the_suffix_and_lives_beside_the_target(tmp_path):
+    target = tmp_path / "clip.mp4"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".mp4" and tmp.name.startswith(".clip.mp4.")
+        tmp.write_bytes(b"x")
+    assert target.read_bytes() == b"x" and not tmp.exists()
