@@ -152,6 +152,13 @@ class DetectionResult:
     num_ground_truth: int
     num_predictions_unknown_video: int
     protocol: str
+
+    @property
+    def matched_gt(self) -> np.ndarray:
+        """(T, N) ground-truth row matched by each prediction row (table order), -1 where none."""
+        matched = np.empty_like(self.ranked_matched_gt)
+        matched[:, self.pred_order] = self.ranked_matched_gt
+        return matched
     _evaluated: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -279,8 +286,9 @@ class DetectionMatching:
         classes: (C,) class ids, ascending.
         pred_class: (N,) position in ``classes`` of each prediction row.
         pred_order: (N,) prediction rows in visiting order: class-major, then the official rank.
-        matched_gt: (T, N) ground-truth row matched by each prediction row, -1 where none
-            (a false positive at that threshold).
+        ranked_matched_gt: (T, N) ground-truth row matched by the k-th prediction in visiting
+            order, -1 where none (a false positive at that threshold); :attr:`matched_gt` has
+            the same in prediction-row order.
         gt_class: (M,) position in ``classes`` of each ground-truth row.
         num_ground_truth_per_class: (C,) ground-truth segments of each class.
         num_predictions_unknown_video: predictions whose video has no ground truth at all.
@@ -291,11 +299,18 @@ class DetectionMatching:
     classes: np.ndarray
     pred_class: np.ndarray
     pred_order: np.ndarray
-    matched_gt: np.ndarray
+    ranked_matched_gt: np.ndarray
     gt_class: np.ndarray
     num_ground_truth_per_class: np.ndarray
     num_predictions_unknown_video: int
     protocol: str
+
+    @property
+    def matched_gt(self) -> np.ndarray:
+        """(T, N) ground-truth row matched by each prediction row (table order), -1 where none."""
+        matched = np.empty_like(self.ranked_matched_gt)
+        matched[:, self.pred_order] = self.ranked_matched_gt
+        return matched
 
 
 def match_detections(
@@ -359,11 +374,9 @@ def _match(gt: dict, pred: dict, classes: np.ndarray, thresholds: np.ndarray, pr
         p_block, pred["t_start"][pred_order], pred["t_end"][pred_order], gt_block, gt_start, gt_end,
         thresholds, protocol,
     )
-    matched_gt = np.full((thresholds.size, num_pred), -1, dtype=np.int64)
-    matched_gt[:, pred_order] = np.where(matched_slot >= 0, gt_order[np.maximum(matched_slot, 0)], -1)
     return DetectionMatching(
         tiou_thresholds=thresholds, classes=classes, pred_class=pred_class, pred_order=pred_order,
-        matched_gt=matched_gt, gt_class=gt_class, num_ground_truth_per_class=num_gt_per_class,
+        ranked_matched_gt=np.where(matched_slot >= 0, gt_order[np.maximum(matched_slot, 0)], -1), gt_class=gt_class, num_ground_truth_per_class=num_gt_per_class,
         num_predictions_unknown_video=unknown_video, protocol=protocol,
     )
 
@@ -389,19 +402,22 @@ def class_average_precision(
     Returns:
         (T, C) AP; NaN for a class without (counted) ground truth.
     """
-    thresholds, classes = matching.tiou_thresholds, matching.classes
-    num_pred = matching.pred_class.size
-    keep = np.ones((thresholds.size, num_pred), dtype=bool)
-    if dropped is not None:
-        keep &= ~np.broadcast_to(np.asarray(dropped, dtype=bool), keep.shape)
-    true_positive = matching.matched_gt >= 0
+    thresholds, classes, order = matching.tiou_thresholds, matching.classes, matching.pred_order
+    matched = matching.ranked_matched_gt
+    ranked_tp = matched >= 0
+    ranked_fp = ~ranked_tp
     npos_per_class = matching.num_ground_truth_per_class
-    if counted_gt is not None:
-        counted_gt = np.asarray(counted_gt, dtype=bool)
-        npos_per_class = np.bincount(matching.gt_class[counted_gt], minlength=classes.size)
-        keep &= ~true_positive | counted_gt[np.maximum(matching.matched_gt, 0)]
-    order = matching.pred_order
-    ranked_tp, ranked_keep = true_positive[:, order], keep[:, order]
+    # left-out predictions count as neither: the cumulative counts repeat the previous point there,
+    # which changes no recall step, so the AP equals that of the list without them
+    if dropped is not None or counted_gt is not None:
+        keep = np.ones(matched.shape, dtype=bool)
+        if dropped is not None:
+            keep &= ~np.broadcast_to(np.asarray(dropped, dtype=bool), matched.shape)[:, order]
+        if counted_gt is not None:
+            counted_gt = np.asarray(counted_gt, dtype=bool)
+            npos_per_class = np.bincount(matching.gt_class[counted_gt], minlength=classes.size)
+            keep &= ~ranked_tp | counted_gt[np.maximum(matched, 0)]
+        ranked_tp, ranked_fp = ranked_tp & keep, ranked_fp & keep
     class_bounds = np.searchsorted(matching.pred_class[order], np.arange(classes.size + 1))
     ap = np.full((thresholds.size, classes.size), np.nan)
     for ci in range(classes.size):
@@ -409,18 +425,14 @@ def class_average_precision(
         if npos == 0:
             continue
         lo, hi = class_bounds[ci], class_bounds[ci + 1]
+        tp_cum = np.cumsum(ranked_tp[:, lo:hi], axis=1).astype(np.float64)
+        fp_cum = np.cumsum(ranked_fp[:, lo:hi], axis=1).astype(np.float64)
+        recall = tp_cum / npos
+        positives = tp_cum if normalized_positives is None else recall * normalized_positives
+        with np.errstate(divide="ignore", invalid="ignore"):
+            precision = np.where(positives + fp_cum > 0, positives / (positives + fp_cum), 0.0)
         for ti in range(thresholds.size):
-            tp = ranked_tp[ti, lo:hi][ranked_keep[ti, lo:hi]]
-            tp_cum = np.cumsum(tp).astype(np.float64)
-            fp_cum = np.cumsum(~tp).astype(np.float64)
-            recall = tp_cum / npos
-            if normalized_positives is None:
-                precision = tp_cum / (tp_cum + fp_cum)
-            else:
-                scaled = recall * normalized_positives
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    precision = np.where(scaled + fp_cum > 0, scaled / (scaled + fp_cum), 0.0)
-            ap[ti, ci] = interpolated_average_precision(precision, recall)
+            ap[ti, ci] = interpolated_average_precision(precision[ti], recall[ti])
     return ap
 
 

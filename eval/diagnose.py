@@ -199,9 +199,10 @@ def classify_predictions(
         same_best[p_rows] = np.where(same, tiou, 0.0).max(axis=1)
         other_best[p_rows] = np.where(~same, tiou, 0.0).max(axis=1)
     types = np.empty((thresholds.size, num_pred), dtype=np.int64)
+    matched = matching.matched_gt
     for ti, t in enumerate(thresholds):
         conditions = [
-            matching.matched_gt[ti] >= 0,
+            matched[ti] >= 0,
             same_best >= t,
             other_best >= t,
             same_best >= LOCALIZATION_FLOOR,
