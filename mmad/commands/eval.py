@@ -105,32 +105,36 @@ def _run_detection(args) -> int:
             protocol=args.protocol,
             num_classes=args.num_classes,
         )
-    diagnosis_text = None
+    diagnosis = None
     if args.diagnose:
-        diagnosis_text = _write_diagnosis(args.diagnose, ground_truth, predictions, tiou_thresholds=result.tiou_thresholds,
-                                          protocol=args.protocol, num_classes=args.num_classes, top_k=args.top_k)
+        diagnosis = write_detection_diagnosis(args.diagnose, ground_truth, predictions, num_classes=args.num_classes,
+                                              top_k=args.top_k, tiou_thresholds=result.tiou_thresholds,
+                                              protocol=args.protocol)
     if args.json:
         sys.stdout.write(json.dumps(result.to_dict()) + "\n")
     else:
         print(format_detection_table(result))
-        if diagnosis_text:
-            print(diagnosis_text)
+        if diagnosis:
+            print(f"\nDiagnosis (tables and plots in {args.diagnose}):\n{diagnosis}")
     return 0
 
 
-def _write_diagnosis(out, ground_truth, predictions, *, top_k: int, **kwargs) -> str:
-    """Diagnose (MA-52 body groups when the label set is MA-52's), write into ``out``; returns the summary text."""
+def write_detection_diagnosis(out, ground_truth, predictions, *, num_classes: int | None, top_k: int = 10,
+                              **kwargs) -> str:
+    """Diagnose detections (``eval.diagnose``; MA-52 body groups for 52 classes) and write the tables and
+    plots into the folder ``out``; returns the Markdown summary. ``kwargs``: tIoU thresholds, protocol."""
     from eval.diagnose import diagnose_detection, diagnosis_markdown, write_diagnosis
     from mmad.taxonomy import MA52_ACTIONS, MA52_BODY_GROUPS, fine2coarse_table
 
     if top_k < 1:
         raise DataError(None, f"--top-k must be at least 1, got {top_k}")
     body = {"body_of_action": fine2coarse_table(), "body_names": MA52_BODY_GROUPS} \
-        if kwargs.get("num_classes") == len(MA52_ACTIONS) else {}
+        if num_classes == len(MA52_ACTIONS) else {}
     with _located_errors():
-        diagnosis = diagnose_detection(ground_truth, predictions, top_k=top_k, **body, **kwargs)
-    files = write_diagnosis(diagnosis, out)
-    return f"\nDiagnosis (written to {files['markdown'].parent})\n" + diagnosis_markdown(diagnosis)
+        diagnosis = diagnose_detection(ground_truth, predictions, num_classes=num_classes, top_k=top_k, **body,
+                                       **kwargs)
+    write_diagnosis(diagnosis, out)
+    return diagnosis_markdown(diagnosis)
 
 
 def _run_recognition(args) -> int:
