@@ -363,7 +363,10 @@ def diagnosis_markdown(diagnosis: DetectionDiagnosis) -> str:
     lines += [_markdown_table(["type", "share (%)", "mAP gain (points)"], rows), ""]
     summary = diagnosis.boundary_summary()
     lines += [f"**Boundary errors** of the predictions matched at tIoU {ref} (seconds, positive = late):", ""]
-    rows = [[r.boundary, r.matched, f"{r.mean:+.3f}", f"{r.median:+.3f}", f"{r.std:.3f}", f"{r.mean_abs:.3f}"]
+    def seconds(value: float, sign: str = "") -> str:
+        return "-" if np.isnan(value) else f"{value:{sign}.3f}"
+
+    rows = [[r.boundary, r.matched, seconds(r.mean, "+"), seconds(r.median, "+"), seconds(r.std), seconds(r.mean_abs)]
             for r in summary.itertuples()]
     lines += [_markdown_table(["boundary", "matched", "mean", "median", "std", "mean abs"], rows), ""]
     return "\n".join(lines)
