@@ -33,8 +33,11 @@ def register(subparsers) -> None:
 
 
 def run_view(args) -> int:
+    from mmad.errors import DataError
     from mmad.viewer import read_detections, read_ground_truth, write_viewer_page
 
+    if not Path(args.video).is_file():
+        raise DataError(args.video, "video not found")
     video_id = args.video_id or Path(args.video).stem
     detections = read_detections(args.detections, video_id)
     truth = read_ground_truth(args.ground_truth, video_id) if args.ground_truth else None
