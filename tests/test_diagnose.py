@@ -313,3 +313,27 @@ def test_cli_eval_detection_diagnose(tmp_path, capsys):
     assert (tmp_path / "diag" / "false_positive_profile.png").is_file()
     assert json.loads((tmp_path / "diag" / "diagnosis.json").read_text())["top_k"] == 3
     assert "overlap degree" in out
+
+
+def test_characteristics_of_the_real_mma52_validation_set(shared_datasets):
+    from mmad.datasets.mma52 import read_detection_annotations, records_to_frame
+    from mmad.taxonomy import MA52_BODY_GROUPS, fine2coarse_table
+
+    path = shared_datasets / "mma52" / "val.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    gt = records_to_frame(read_detection_annotations(path, subset="val"))
+    table = instance_characteristics(gt, body_of_action=fine2coarse_table(), body_names=MA52_BODY_GROUPS)
+    assert len(table) == len(gt) == 4735
+    # every instance lands in exactly one bin of each characteristic
+    for column, bins in (("duration_bin", DURATION_BINS), ("overlap_bin", ("0", "1", "2+"))):
+        assert table[column].isin(bins).all() and table[column].value_counts().sum() == len(gt)
+    # overlap degrees against a plain pairwise loop on the first 100 videos
+    for video in sorted(gt["video_id"].unique())[:100]:
+        rows = table[table["video_id"] == video]
+        for i, a in rows.iterrows():
+            others = [b for j, b in rows.iterrows() if j != i and a.t_start < b.t_end and b.t_start < a.t_end]
+            assert a.overlap_degree == len(others)
+            assert a.same_class_overlap == any(b.label == a.label for b in others)
+    # multi-label data: most instances share time with another one
+    assert (table["overlap_degree"] > 0).mean() > 0.8
