@@ -405,8 +405,9 @@ def plot_characteristics(diagnosis: DetectionDiagnosis, path: str | os.PathLike)
     for ax, group in zip(axes[0], groups):
         table = diagnosis.bins[diagnosis.bins["characteristic"] == group]
         x = np.arange(len(table))
-        ax.bar(x - 0.2, table["mAP"].fillna(0) * 100, 0.4, label="mAP", color="#4a86c5")
-        ax.bar(x + 0.2, table["mAP_N"].fillna(0) * 100, 0.4, label="mAP_N", color="#a8c8e8")
+        # an empty bin has NaN: no bar (not a bar at 0)
+        ax.bar(x - 0.2, table["mAP"] * 100, 0.4, label="mAP", color="#4a86c5")
+        ax.bar(x + 0.2, table["mAP_N"] * 100, 0.4, label="mAP_N", color="#a8c8e8")
         ax.axhline(diagnosis.average_mAP * 100, color="k", ls="--", lw=0.8, label="all instances")
         ax.set_xticks(x, [f"{b}\n({n})" for b, n in zip(table["bin"], table["instances"])], fontsize=7,
                       rotation=30 if len(table) > 4 else 0)
