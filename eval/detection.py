@@ -152,6 +152,13 @@ class DetectionResult:
     num_ground_truth: int
     num_predictions_unknown_video: int
     protocol: str
+
+    @property
+    def matched_gt(self) -> np.ndarray:
+        """(T, N) ground-truth row matched by each prediction row (table order), -1 where none."""
+        matched = np.empty_like(self.ranked_matched_gt)
+        matched[:, self.pred_order] = self.ranked_matched_gt
+        return matched
     _evaluated: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -255,6 +262,70 @@ def evaluate_detection(
     Returns:
         :class:`DetectionResult` with ``ap`` of shape (T, C).
     """
+    matching = match_detections(
+        ground_truth, predictions, tiou_thresholds=tiou_thresholds, protocol=protocol, num_classes=num_classes
+    )
+    return DetectionResult(
+        tiou_thresholds=matching.tiou_thresholds,
+        classes=matching.classes,
+        ap=class_average_precision(matching),
+        num_ground_truth_per_class=matching.num_ground_truth_per_class,
+        num_predictions=int(matching.pred_class.size),
+        num_ground_truth=int(matching.gt_class.size),
+        num_predictions_unknown_video=matching.num_predictions_unknown_video,
+        protocol=protocol,
+    )
+
+
+@dataclass
+class DetectionMatching:
+    """Which ground-truth segment each prediction matched, at each threshold (rows in table order).
+
+    Attributes:
+        tiou_thresholds: (T,) thresholds.
+        classes: (C,) class ids, ascending.
+        pred_class: (N,) position in ``classes`` of each prediction row.
+        pred_order: (N,) prediction rows in visiting order: class-major, then the official rank.
+        ranked_matched_gt: (T, N) ground-truth row matched by the k-th prediction in visiting
+            order, -1 where none (a false positive at that threshold); :attr:`matched_gt` has
+            the same in prediction-row order.
+        gt_class: (M,) position in ``classes`` of each ground-truth row.
+        num_ground_truth_per_class: (C,) ground-truth segments of each class.
+        num_predictions_unknown_video: predictions whose video has no ground truth at all.
+        protocol: "mma52" or "activitynet".
+    """
+
+    tiou_thresholds: np.ndarray
+    classes: np.ndarray
+    pred_class: np.ndarray
+    pred_order: np.ndarray
+    ranked_matched_gt: np.ndarray
+    gt_class: np.ndarray
+    num_ground_truth_per_class: np.ndarray
+    num_predictions_unknown_video: int
+    protocol: str
+
+    @property
+    def matched_gt(self) -> np.ndarray:
+        """(T, N) ground-truth row matched by each prediction row (table order), -1 where none."""
+        matched = np.empty_like(self.ranked_matched_gt)
+        matched[:, self.pred_order] = self.ranked_matched_gt
+        return matched
+
+
+def match_detections(
+    ground_truth: pd.DataFrame,
+    predictions: pd.DataFrame,
+    *,
+    tiou_thresholds: Sequence[float] | np.ndarray = DEFAULT_TIOU_THRESHOLDS,
+    protocol: str = "mma52",
+    num_classes: int | None = None,
+) -> DetectionMatching:
+    """The matching :func:`evaluate_detection` scores (same arguments, same rules).
+
+    Returns:
+        :class:`DetectionMatching`; ``class_average_precision(matching)`` is ``evaluate_detection(...).ap``.
+    """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     thresholds = np.asarray(tiou_thresholds, dtype=np.float64).reshape(-1)
@@ -262,18 +333,25 @@ def evaluate_detection(
         raise ValueError("tiou_thresholds must be one or more values in [0, 1]")
     gt = _table_columns(ground_truth, GROUND_TRUTH_COLUMNS, "ground-truth")
     pred = _table_columns(predictions, PREDICTION_COLUMNS, "prediction")
-    if num_classes is None:
-        classes = np.union1d(gt["label"], pred["label"]).astype(np.int64)
-    else:
-        classes = np.arange(num_classes, dtype=np.int64)
-        for what, table in (("ground-truth", gt), ("prediction", pred)):
-            bad = np.flatnonzero(table["label"] >= num_classes)
-            if bad.size:
-                raise EvalInputError(
-                    None, f"{what} label {table['label'][bad[0]]} outside 0..{num_classes - 1}", f"row {bad[0]}"
-                )
-    num_thresholds, num_pred = thresholds.size, pred["label"].size
+    return _match(gt, pred, _classes(gt, pred, num_classes), thresholds, protocol)
 
+
+def _classes(gt: dict, pred: dict, num_classes: int | None) -> np.ndarray:
+    """Class ids evaluated: 0..num_classes-1 (labels outside are an error), or the labels present."""
+    if num_classes is None:
+        return np.union1d(gt["label"], pred["label"]).astype(np.int64)
+    for what, table in (("ground-truth", gt), ("prediction", pred)):
+        bad = np.flatnonzero(table["label"] >= num_classes)
+        if bad.size:
+            raise EvalInputError(
+                None, f"{what} label {table['label'][bad[0]]} outside 0..{num_classes - 1}", f"row {bad[0]}"
+            )
+    return np.arange(num_classes, dtype=np.int64)
+
+
+def _match(gt: dict, pred: dict, classes: np.ndarray, thresholds: np.ndarray, protocol: str) -> DetectionMatching:
+    """Greedy matching of checked tables (``_table_columns`` output) at every threshold."""
+    num_pred = pred["label"].size
     # integer codes: videos shared by both tables, classes as positions in `classes`
     video_codes, _ = pd.factorize(np.concatenate([gt["video_id"], pred["video_id"]]))
     gt_video, pred_video = video_codes[: gt["label"].size], video_codes[gt["label"].size :]
@@ -291,39 +369,71 @@ def evaluate_detection(
     # predictions: class-major, descending score, later row first among equal scores
     rows = np.arange(num_pred)
     pred_order = np.lexsort((-rows, -pred["score"], pred_class))
-    p_class, p_video = pred_class[pred_order], pred_video[pred_order]
-    p_start, p_end = pred["t_start"][pred_order], pred["t_end"][pred_order]
-    p_block = p_class * num_videos + p_video
-
-    true_positive = _greedy_match(
-        p_block, p_start, p_end, gt_block, gt_start, gt_end, thresholds, protocol
+    p_block = pred_class[pred_order] * num_videos + pred_video[pred_order]
+    matched_slot = _greedy_match(
+        p_block, pred["t_start"][pred_order], pred["t_end"][pred_order], gt_block, gt_start, gt_end,
+        thresholds, protocol,
+    )
+    return DetectionMatching(
+        tiou_thresholds=thresholds, classes=classes, pred_class=pred_class, pred_order=pred_order,
+        ranked_matched_gt=np.where(matched_slot >= 0, gt_order[np.maximum(matched_slot, 0)], -1), gt_class=gt_class, num_ground_truth_per_class=num_gt_per_class,
+        num_predictions_unknown_video=unknown_video, protocol=protocol,
     )
 
-    # AP per class from the class-major ranked true positives
-    class_bounds = np.searchsorted(p_class, np.arange(classes.size + 1))
-    ap = np.full((num_thresholds, classes.size), np.nan)
+
+def class_average_precision(
+    matching: DetectionMatching,
+    *,
+    dropped: np.ndarray | None = None,
+    counted_gt: np.ndarray | None = None,
+    normalized_positives: float | None = None,
+) -> np.ndarray:
+    """AP per threshold and class from a matching, optionally on part of the data.
+
+    Args:
+        matching: from :func:`match_detections`.
+        dropped: (T, N) or (N,) bool; predictions left out (at that threshold). Leaving out false
+            positives does not change the matching of the others, so AP is exact for them.
+        counted_gt: (M,) bool; only these ground-truth rows are positives (``npos`` counts them),
+            and predictions matched to the other rows are left out (neither true nor false positives).
+        normalized_positives: N for the normalized precision ``recall * N / (recall * N + FP)``
+            (Alwassel et al., ECCV 2018), which makes sets with different numbers of positives
+            comparable; None uses the ordinary precision ``TP / (TP + FP)``.
+    Returns:
+        (T, C) AP; NaN for a class without (counted) ground truth.
+    """
+    thresholds, classes, order = matching.tiou_thresholds, matching.classes, matching.pred_order
+    matched = matching.ranked_matched_gt
+    ranked_tp = matched >= 0
+    ranked_fp = ~ranked_tp
+    npos_per_class = matching.num_ground_truth_per_class
+    # left-out predictions count as neither: the cumulative counts repeat the previous point there,
+    # which changes no recall step, so the AP equals that of the list without them
+    if dropped is not None or counted_gt is not None:
+        keep = np.ones(matched.shape, dtype=bool)
+        if dropped is not None:
+            keep &= ~np.broadcast_to(np.asarray(dropped, dtype=bool), matched.shape)[:, order]
+        if counted_gt is not None:
+            counted_gt = np.asarray(counted_gt, dtype=bool)
+            npos_per_class = np.bincount(matching.gt_class[counted_gt], minlength=classes.size)
+            keep &= ~ranked_tp | counted_gt[np.maximum(matched, 0)]
+        ranked_tp, ranked_fp = ranked_tp & keep, ranked_fp & keep
+    class_bounds = np.searchsorted(matching.pred_class[order], np.arange(classes.size + 1))
+    ap = np.full((thresholds.size, classes.size), np.nan)
     for ci in range(classes.size):
-        npos = float(num_gt_per_class[ci])
+        npos = float(npos_per_class[ci])
         if npos == 0:
             continue
         lo, hi = class_bounds[ci], class_bounds[ci + 1]
-        tp_cum = np.cumsum(true_positive[:, lo:hi], axis=1).astype(np.float64)
-        fp_cum = np.cumsum(~true_positive[:, lo:hi], axis=1).astype(np.float64)
+        tp_cum = np.cumsum(ranked_tp[:, lo:hi], axis=1).astype(np.float64)
+        fp_cum = np.cumsum(ranked_fp[:, lo:hi], axis=1).astype(np.float64)
         recall = tp_cum / npos
-        precision = tp_cum / (tp_cum + fp_cum)
-        for ti in range(num_thresholds):
+        positives = tp_cum if normalized_positives is None else recall * normalized_positives
+        with np.errstate(divide="ignore", invalid="ignore"):
+            precision = np.where(positives + fp_cum > 0, positives / (positives + fp_cum), 0.0)
+        for ti in range(thresholds.size):
             ap[ti, ci] = interpolated_average_precision(precision[ti], recall[ti])
-
-    return DetectionResult(
-        tiou_thresholds=thresholds,
-        classes=classes,
-        ap=ap,
-        num_ground_truth_per_class=num_gt_per_class,
-        num_predictions=int(num_pred),
-        num_ground_truth=int(gt["label"].size),
-        num_predictions_unknown_video=unknown_video,
-        protocol=protocol,
-    )
+    return ap
 
 
 def _greedy_match(
@@ -346,15 +456,16 @@ def _greedy_match(
         gt_start, gt_end: (M,) ground-truth segments in the same order.
         thresholds: (T,) tIoU thresholds.
     Returns:
-        (T, N) bool, True where the prediction is a true positive at that threshold.
+        (T, N) int: the position (in the ground-truth arrays) of the segment each prediction
+        matched at that threshold, -1 where it is a false positive.
     """
     num_thresholds, num_pred = thresholds.size, p_block.size
-    true_positive = np.zeros((num_thresholds, num_pred), dtype=bool)
+    matched_slot = np.full((num_thresholds, num_pred), -1, dtype=np.int64)
     first = np.searchsorted(gt_block, p_block, side="left")
     count = np.searchsorted(gt_block, p_block, side="right") - first
     candidates = np.flatnonzero(count > 0)
     if candidates.size == 0:
-        return true_positive
+        return matched_slot
 
     # rank of each candidate prediction within its block (blocks keep visiting order)
     by_block = candidates[np.argsort(p_block[candidates], kind="stable")]
@@ -387,7 +498,8 @@ def _greedy_match(
         # highest tIoU; among equal tIoUs the later ground-truth slot
         slot = max_gt - 1 - np.argmax(best[:, :, ::-1], axis=2)  # (T, k)
         matched = eligible.any(axis=2)  # (T, k)
-        true_positive[:, by_block[members]] = matched
         t_hit, k_hit = np.nonzero(matched)
-        locked[t_hit, idx[k_hit, slot[t_hit, k_hit]]] = True
-    return true_positive
+        hit_gt = idx[k_hit, slot[t_hit, k_hit]]
+        matched_slot[t_hit, by_block[members][k_hit]] = hit_gt
+        locked[t_hit, hit_gt] = True
+    return matched_slot

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "mmad.commands.detection",
     "mmad.commands.pose",
     "mmad.commands.analyze",
+    "mmad.commands.view",
     "mmad.commands.demo",
 )
 

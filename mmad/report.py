@@ -8,7 +8,8 @@ trainings, and the CSV/JSON outputs of the test and detect stages:
 - ``recognition/eval/metrics_val.json``, ``confusion_val.csv`` (rows true class, columns predicted),
   ``routing_by_class_val.csv`` (``class, name, samples, alpha_st/<entity>, alpha_ts/<entity>``);
 - ``detection/eval/metrics_val.json`` (``eval.detection.DetectionResult.to_dict``),
-  ``per_class_ap_val.csv`` (``class, name, ground_truth, AP@<t>..., AP``);
+  ``per_class_ap_val.csv`` (``class, name, ground_truth, AP@<t>..., AP``) and ``diagnosis_val/``
+  (``eval.diagnose.write_diagnosis``: ``diagnosis.md`` and three plots);
 - ``detect/<video>.csv`` (detections) and ``detect/<video>_ground_truth.csv``.
 
 Plots go to ``OUT/plots``; a plot whose input is missing is left out and the report says so.
@@ -412,6 +413,22 @@ def write_demo_report(out: str | os.PathLike) -> Path:
     if video_id:
         lines += [f"`mmad detect` on validation video `{video_id}` (files in `{paths['detect']}/`):", ""]
     _image(lines, out, timeline_png, "detection timeline", "No detection timeline.")
+    if video_id and (detect_dir / f"{video_id}.html").is_file():
+        lines += [f"Open `{paths['detect']}/{video_id}.html` in a browser to play the video under its timeline.", ""]
+
+    lines += ["## Detection diagnosis (val)", ""]
+    diagnosis = det_eval / "diagnosis_val"
+    if (diagnosis / "diagnosis.md").is_file():
+        lines += ["Why the mAP is what it is (definitions: `eval/diagnose.py`; tables and CSVs in "
+                  f"`{paths['detection_eval']}/diagnosis_val/`).", "",
+                  (diagnosis / "diagnosis.md").read_text(encoding="utf-8").strip(), ""]
+    else:
+        lines += ["_The detection test has not written a diagnosis._", ""]
+    for name, caption in (("ap_by_characteristic", "AP by instance characteristic"),
+                          ("false_positive_profile", "false-positive profile"),
+                          ("boundary_errors", "boundary errors")):
+        if (diagnosis / f"{name}.png").is_file():
+            _image(lines, out, diagnosis / f"{name}.png", caption, "")
 
     lines += ["## TensorBoard", "",
               "The engine logged every epoch's losses, learning rate and validation metrics:", "",

@@ -84,13 +84,14 @@ def test_report_references_existing_plots(quick_demo):
     report = out / "report.md"
     text = report.read_text()
     links = image_links(report)
-    assert len(links) == 5
+    assert len(links) == 8  # 5 plots + the diagnosis' AP by characteristic, false-positive profile, boundary errors
     for link in links:
         png = out / link
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", link
     assert "mmad recognition train" in text and "mmad detect " in text
     assert "configs/recognition/micropuppet.yaml" in text and "configs/detection/micropuppet.yaml" in text
     assert "| Top-1 |" in text and "mAP@0.5" in text and "tensorboard --logdir" in text
+    assert "## Detection diagnosis (val)" in text and "| overlap degree | 2+ |" in text and "double detection" in text
 
 
 def test_quick_demo_is_quick(quick_demo):

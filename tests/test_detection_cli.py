@@ -87,9 +87,11 @@ def test_train_then_test_prints_the_table_and_writes_the_csv(trained):
     assert "run folder:" in trained["train_out"] and (trained["run"] / "last.pt").is_file()
     predictions = trained["base"] / "val_predictions.csv"
     rc, out, err = run_cli(["detection", "test", "--config", trained["config"], "--checkpoint",
-                            trained["run"] / "last.pt", "--subset", "val", "--predictions", predictions])
+                            trained["run"] / "last.pt", "--subset", "val", "--predictions", predictions,
+                            "--diagnose", trained["base"] / "diagnosis"])
     assert rc == 0, err
     assert "mAP@0.5" in out and "Average" in out and "0.9" in out
+    assert "overlap degree" in out and (trained["base"] / "diagnosis" / "boundary_errors.png").is_file()
     table = pd.read_csv(predictions, index_col=0)
     assert list(table.columns) == ["video_id", "t_start", "t_end", "class", "score"]
     assert set(table["video_id"]) <= {"val0000"}
@@ -99,9 +101,11 @@ def test_detect_writes_json_csv_and_timeline(trained, tmp_path):
     root = trained["root"]
     rc, out, err = run_cli(["detect", root / "videos" / "val0000.mp4", "--keypoints", root / "keypoints" / "val0000",
                             "--recognizer", trained["recognizer"], "--detector", trained["run"] / "last.pt",
-                            "--out", tmp_path / "out"])
+                            "--out", tmp_path / "out", "--html"])
     assert rc == 0, err
     record = json.loads((tmp_path / "out" / "val0000.json").read_text())
+    page = (tmp_path / "out" / "val0000.html").read_text()
+    assert f'"detections":[{{"label":{record["detections"][0]["class_id"]},' in page and '"keypoints":{"edges"' in page
     assert record["video_id"] == "val0000" and record["fps"] == 30.0 and record["duration"] > 0
     assert record["detections"], "a random head still scores above the threshold somewhere"
     first = record["detections"][0]

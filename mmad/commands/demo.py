@@ -368,7 +368,8 @@ class DemoRun:
             detector_hash = checkpoint_hash(detector)
             det_eval = self.detection_run / "eval"
             det_test = self.stage("detection-test", settings={"checkpoint": detector_hash},
-                                  outputs=[det_eval / "metrics_val.json", det_eval / "per_class_ap_val.csv"],
+                                  outputs=[det_eval / "metrics_val.json", det_eval / "per_class_ap_val.csv",
+                                           det_eval / "diagnosis_val" / "diagnosis.json"],
                                   action=lambda: self._test_detector(dcfg, detector, det_eval), clear=[det_eval])
 
             detect_dir = self.out / "detect"
@@ -459,8 +460,8 @@ class DemoRun:
         from eval.report import format_detection_table
 
         out.mkdir(parents=True, exist_ok=True)
-        _, result = predict_subset(cfg, checkpoint, subset="val", predictions_path=out / "predictions_val.csv",
-                                   device=self.device)
+        predictions, result = predict_subset(cfg, checkpoint, subset="val",
+                                             predictions_path=out / "predictions_val.csv", device=self.device)
         if result is None:
             raise ConfigError(f"{cfg.data.annotation_path}: the val subset has no labels")
         summary = result.to_dict()
@@ -476,6 +477,11 @@ class DemoRun:
             rows.append(row)
         pd.DataFrame(rows).to_csv(out / "per_class_ap_val.csv", index=False, float_format="%.4f")
         self.echo("    " + format_detection_table(result).replace("\n", "\n    "))
+        from mmad.commands.eval import write_detection_diagnosis
+        from mmad.datasets.mma52 import read_detection_annotations, records_to_frame
+
+        truth = records_to_frame(read_detection_annotations(cfg.data.annotation_path, subset="val"))
+        write_detection_diagnosis(out / "diagnosis_val", truth, predictions, num_classes=cfg.model.num_classes)
         return {"mAP": summary["average_mAP"], "mAP@0.5": summary["mAP@0.5"],
                 "per_threshold": summary["mAP"], "num_predictions": summary["num_predictions"],
                 "num_ground_truth": summary["num_ground_truth"]}
@@ -506,6 +512,9 @@ class DemoRun:
         truth = pd.DataFrame([(video_id, s.t_start, s.t_end, s.label, names[s.label]) for s in record.segments],
                              columns=["video_id", "t_start", "t_end", "label", "class_name"])
         truth.to_csv(out / f"{video_id}_ground_truth.csv", index=False)
+        from mmad.viewer import write_viewer_page
+
+        write_viewer_page(out / f"{video_id}.html", video, result.detections, ground_truth=truth, keypoints_dir=keypoints)
         self.echo(f"    {video_id}: {len(result.detections)} detections in {result.duration:.2f} s "
                   f"({len(truth)} true instances)")
         return {"video_id": video_id, "duration": result.duration, "detections": len(result.detections),
@@ -543,9 +552,11 @@ class DemoRun:
                                          *det_sets)],
             "detection-test": [_command("mmad", "detection", "test", *det_base, *det_sets, "--checkpoint", detector,
                                         "--subset", "val", "--predictions",
-                                        self.detection_run / "eval" / "predictions_val.csv")],
+                                        self.detection_run / "eval" / "predictions_val.csv", "--diagnose",
+                                        self.detection_run / "eval" / "diagnosis_val")],
             "detect": [_command("mmad", "detect", video, "--keypoints", self.detection_data / "keypoints" / video_id,
-                                "--recognizer", recognizer, "--detector", detector, "--out", self.out / "detect")],
+                                "--recognizer", recognizer, "--detector", detector, "--out", self.out / "detect",
+                                "--html")],
         }
 
     def _manifest(self) -> dict:

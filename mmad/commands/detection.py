@@ -2,8 +2,8 @@
 
     mmad detection extract --config C --recognizer K [--subset S] [--device D] [common flags]
     mmad detection train --config C [common flags] [--resume]
-    mmad detection test --config C --checkpoint K [--subset val] [--predictions CSV] [common flags]
-    mmad detect VIDEO [--keypoints DIR] --recognizer K1 --detector K2 --out OUT [--device D]
+    mmad detection test --config C --checkpoint K [--subset val] [--predictions CSV] [--diagnose OUT] [common flags]
+    mmad detect VIDEO [--keypoints DIR] --recognizer K1 --detector K2 --out OUT [--device D] [--html]
 
 The stage code (torch, the models, the data) is imported inside the handlers.
 """
@@ -49,6 +49,10 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", required=True, metavar="K", help="a checkpoint of 'mmad detection train'")
     p.add_argument("--subset", help="subset to detect on (default: data.test_subset)")
     p.add_argument("--predictions", metavar="CSV", help="where to write the challenge CSV (.json: ActivityNet style)")
+    p.add_argument("--diagnose", metavar="OUT", help="also write the error analysis (as 'mmad eval detection "
+                   "--diagnose') into OUT when the subset is labelled")
+    p.add_argument("--top-k", type=int, default=10, metavar="K", help="false-positive profile of the top K x "
+                   "(ground-truth count) predictions (default 10)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.set_defaults(func=run_test)
 
@@ -64,6 +68,8 @@ def register(subparsers) -> None:
     p.add_argument("--detector", required=True, metavar="K2", help="the detection checkpoint")
     p.add_argument("--out", required=True, metavar="OUT", help="output folder")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--html", action="store_true", help="also write OUT/<video>.html, the page of 'mmad view' "
+                   "(video, timeline, table; the pose overlay with --keypoints)")
     p.set_defaults(func=run_detect)
 
 
@@ -121,6 +127,14 @@ def run_test(args) -> int:
                                          device=args.device)
     if result is not None:
         print(format_detection_table(result))
+        if args.diagnose:
+            from mmad.commands.eval import write_detection_diagnosis
+            from mmad.datasets.mma52 import read_detection_annotations, records_to_frame
+
+            truth = records_to_frame(read_detection_annotations(cfg.data.annotation_path, subset=subset))
+            print(write_detection_diagnosis(args.diagnose, truth, predictions, num_classes=cfg.model.num_classes,
+                                            top_k=args.top_k))
+            print(f"diagnosis: {args.diagnose}")
     else:
         print(f"{len(predictions)} detections; subset {subset!r} has no labels")
     from pathlib import Path
@@ -136,6 +150,13 @@ def run_detect(args) -> int:
     result = detect_video(args.video, recognizer=args.recognizer, detector=args.detector, keypoints=args.keypoints,
                           device=args.device)
     files = write_detections(result, args.out)
+    if args.html:
+        from pathlib import Path
+
+        from mmad.viewer import write_viewer_page
+
+        files["html"] = write_viewer_page(Path(args.out) / f"{result.video_id}.html", args.video, result.detections,
+                                          keypoints_dir=args.keypoints)
     table = result.detections
     print(f"{result.video_id}: {len(table)} detections in {result.duration:.2f} s")
     for row in table.head(10).itertuples(index=False):

@@ -39,6 +39,10 @@ def register(subparsers) -> None:
                    help="mma52: official tIoU = inter / (union + 1e-4); activitynet: plain tIoU")
     p.add_argument("--num-classes", type=int, default=52, help="class ids must be below this (default 52)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--diagnose", metavar="OUT", help="also write the error analysis (AP by instance duration, "
+                   "overlap, body group; false-positive profile; boundary errors) as tables and plots into OUT")
+    p.add_argument("--top-k", type=int, default=10, metavar="K",
+                   help="the false-positive profile covers the top K x (ground-truth count) predictions (default 10)")
     p.set_defaults(func=_run_detection)
 
     p = commands.add_parser(
@@ -101,11 +105,36 @@ def _run_detection(args) -> int:
             protocol=args.protocol,
             num_classes=args.num_classes,
         )
+    diagnosis = None
+    if args.diagnose:
+        diagnosis = write_detection_diagnosis(args.diagnose, ground_truth, predictions, num_classes=args.num_classes,
+                                              top_k=args.top_k, tiou_thresholds=result.tiou_thresholds,
+                                              protocol=args.protocol)
     if args.json:
         sys.stdout.write(json.dumps(result.to_dict()) + "\n")
     else:
         print(format_detection_table(result))
+        if diagnosis:
+            print(f"\nDiagnosis (tables and plots in {args.diagnose}):\n{diagnosis}")
     return 0
+
+
+def write_detection_diagnosis(out, ground_truth, predictions, *, num_classes: int | None, top_k: int = 10,
+                              **kwargs) -> str:
+    """Diagnose detections (``eval.diagnose``; MA-52 body groups for 52 classes) and write the tables and
+    plots into the folder ``out``; returns the Markdown summary. ``kwargs``: tIoU thresholds, protocol."""
+    from eval.diagnose import diagnose_detection, diagnosis_markdown, write_diagnosis
+    from mmad.taxonomy import MA52_ACTIONS, MA52_BODY_GROUPS, fine2coarse_table
+
+    if top_k < 1:
+        raise DataError(None, f"--top-k must be at least 1, got {top_k}")
+    body = {"body_of_action": fine2coarse_table(), "body_names": MA52_BODY_GROUPS} \
+        if num_classes == len(MA52_ACTIONS) else {}
+    with _located_errors():
+        diagnosis = diagnose_detection(ground_truth, predictions, num_classes=num_classes, top_k=top_k, **body,
+                                       **kwargs)
+    write_diagnosis(diagnosis, out)
+    return diagnosis_markdown(diagnosis)
 
 
 def _run_recognition(args) -> int:
