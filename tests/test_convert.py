@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -18,8 +17,6 @@ from mmad.datasets.mma52 import read_mma52_csv
 from mmad.errors import DataError
 from mmad.taxonomy import MA52_ACTIONS
 from mmad.types import Segment, VideoRecord
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def _videos():
@@ -85,10 +82,9 @@ def test_class_map_files(tmp_path):
         read_class_map(numbered)
 
 
-@pytest.mark.skipif(not (SHARED / "mma52" / "val.csv").is_file(), reason="../shared/datasets absent")
 @pytest.mark.parametrize("style", ["actionformer", "opentad"])
-def test_real_mma52_csv_survives_json_and_back(tmp_path, style):
-    src = SHARED / "mma52" / "val.csv"
+def test_real_mma52_csv_survives_json_and_back(tmp_path, shared_datasets, style):
+    src = shared_datasets / "mma52" / "val.csv"
     assert main(["data", "convert", str(src), str(tmp_path / "val.json"), "--to", style, "--split", "val"]) == 0
     if style == "opentad":
         assert read_class_map(tmp_path / "category_idx.txt") == MA52_ACTIONS
@@ -96,12 +92,11 @@ def test_real_mma52_csv_survives_json_and_back(tmp_path, style):
     assert (tmp_path / "val.csv").read_text() == src.read_text()
 
 
-@pytest.mark.skipif(not (SHARED / "mma52" / "mmad.json").is_file(), reason="../shared/datasets absent")
-def test_real_mmad_json_to_actionformer_keeps_every_instance(tmp_path):
-    src = SHARED / "mma52" / "mmad.json"
+def test_real_mmad_json_to_actionformer_keeps_every_instance(tmp_path, shared_datasets):
+    src = shared_datasets / "mma52" / "mmad.json"
     out = tmp_path / "af.json"
     convert_annotations(src, out, to="actionformer", subset="val")
-    original = read_mma52_csv(SHARED / "mma52" / "val.csv")
+    original = read_mma52_csv(shared_datasets / "mma52" / "val.csv")
     converted = {r.video_id: r for r in read_activitynet_json(out)}
     assert len(converted) == len(original) == 1475
     for rec in original:
