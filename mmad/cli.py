@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "mmad.commands.recognition",
     "mmad.commands.detection",
     "mmad.commands.pose",
+    "mmad.commands.interop",
     "mmad.commands.analyze",
     "mmad.commands.view",
     "mmad.commands.demo",

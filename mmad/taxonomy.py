@@ -168,3 +168,16 @@ def class_names(dataset: str) -> tuple[str, ...]:
     if key == "imigue":
         return IMIGUE_CLASSES
     raise ValueError(f"unknown dataset {dataset!r}; expected ma52, mma52 or imigue")
+
+
+def label_set(num_classes: int) -> tuple[tuple[str, ...], tuple[str | None, ...]]:
+    """Class names and body groups of a label set known by its size.
+
+    52 classes: MA-52 names and body-group names; 32: iMiGUE names (no body groups); any other
+    size: ``class_<i>`` names.
+    """
+    if num_classes == NUM_MA52_ACTIONS:
+        return MA52_ACTIONS, tuple(MA52_BODY_GROUPS[g] for g in fine2coarse_table())
+    if num_classes == NUM_IMIGUE_CLASSES:
+        return IMIGUE_CLASSES, (None,) * num_classes
+    return tuple(f"class_{i}" for i in range(num_classes)), (None,) * num_classes

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -197,10 +198,11 @@ def build_backbone(
         log.info("%s: %s", pretrained, report.summary())
         if report.missing or report.mismatched:
             log.warning(
-                "%s: %d backbone tensors keep their random init (first: %s)",
+                "%s: %d backbone tensors keep their random init (first: %s); checkpoint keys not placed: %s",
                 pretrained,
                 len(report.missing) + len(report.mismatched),
                 (report.missing + report.mismatched)[0],
+                ", ".join(report.unexpected[:3]) or "none",
             )
     return model
 
@@ -222,14 +224,25 @@ class LoadReport:
 
 
 _PREFIXES = ("module.", "base_model.", "backbone.")
-_CLASSIFIER_PREFIXES = ("fc.", "new_fc.", "consensus.")
+_CLASSIFIER_PREFIXES = ("fc.", "new_fc.", "consensus.", "cls_head.")
+
+# mmaction2 wraps every convolution with its norm in a ConvModule: ``<name>.conv`` / ``<name>.bn``.
+_MMACTION_STEM = re.compile(r"^conv1\.(conv|bn)\.(.+)$")
+_MMACTION_BLOCK = re.compile(r"^(layer\d+\.\d+)\.(conv\d|downsample)\.(conv|bn)\.(.+)$")
 
 
 def remap_checkpoint_key(key: str) -> str | None:
-    """Map a torchvision/TSM checkpoint key to this backbone's name; None for classifier keys.
+    """Map a checkpoint key of a known ResNet layout to this backbone's name; None for classifiers.
 
-    ``module.base_model.layer1.0.conv1.net.weight`` (TSM) and ``layer1.0.conv1.weight``
-    (torchvision) both become ``layer1.0.conv1.weight``.
+    Layouts (each may carry ``module.``/``base_model.``/``backbone.`` prefixes):
+
+    - torchvision: ``layer1.0.conv1.weight``, ``layer1.0.downsample.0.weight`` (this backbone's own);
+    - official TSM: ``module.base_model.layer1.0.conv1.net.weight``;
+    - mmaction2 (ConvModule wrappers): ``backbone.conv1.conv.weight`` / ``backbone.conv1.bn.weight``
+      for the stem, ``backbone.layer1.0.conv1.conv.net.weight`` / ``...conv1.bn.weight`` in a block,
+      ``backbone.layer1.0.downsample.conv.weight`` / ``...downsample.bn.weight``.
+
+    All become ``layer1.0.conv1.weight`` etc.; ``fc``/``new_fc``/``cls_head`` keys map to None.
     """
     changed = True
     while changed:
@@ -239,7 +252,18 @@ def remap_checkpoint_key(key: str) -> str | None:
                 key, changed = key[len(prefix) :], True
     if key.startswith(_CLASSIFIER_PREFIXES):
         return None
-    return key.replace(".net.", ".")
+    key = key.replace(".net.", ".")
+    stem = _MMACTION_STEM.match(key)
+    if stem:
+        return f"conv1.{stem[2]}" if stem[1] == "conv" else f"bn1.{stem[2]}"
+    block = _MMACTION_BLOCK.match(key)
+    if block:
+        prefix, module, part, tail = block.groups()
+        if module == "downsample":
+            return f"{prefix}.downsample.{0 if part == 'conv' else 1}.{tail}"
+        index = module[len("conv"):]
+        return f"{prefix}.conv{index}.{tail}" if part == "conv" else f"{prefix}.bn{index}.{tail}"
+    return key
 
 
 def load_pretrained(model: TSMResNet, path: str) -> LoadReport:
@@ -273,7 +297,9 @@ def load_pretrained(model: TSMResNet, path: str) -> LoadReport:
         else:
             usable[name] = value
     if not usable:
-        raise DataError(path, f"no tensor matches the {model.arch} backbone (is it a ResNet checkpoint?)")
+        first = ", ".join((report.unexpected + report.mismatched)[:3]) or "no tensors"
+        raise DataError(path, f"no tensor matches the {model.arch} backbone (is it a ResNet checkpoint?); "
+                              f"could not place: {first}")
     model.load_state_dict(usable, strict=False)
     report.loaded = sorted(usable)
     report.missing = sorted(k for k in own if k not in usable and not k.endswith("num_batches_tracked"))

@@ -139,3 +139,61 @@ def test_load_pretrained_rejects_unusable_files(tmp_path):
     torch.save({"encoder.weight": torch.zeros(3)}, other)
     with pytest.raises(DataError, match="no tensor matches"):
         load_pretrained(model, str(other))
+
+
+def _mmaction2_name(key: str, shifted: bool) -> str:
+    """This backbone's key written the way mmaction2's ResNetTSM names it (ConvModule wrappers)."""
+    parts = key.split(".")
+    if parts[0] == "conv1":
+        return "backbone.conv1.conv." + ".".join(parts[1:])
+    if parts[0] == "bn1":
+        return "backbone.conv1.bn." + ".".join(parts[1:])
+    stage, block, module, tail = parts[0], parts[1], parts[2], ".".join(parts[3:])
+    if module == "downsample":
+        wrapper = "conv" if parts[3] == "0" else "bn"
+        return f"backbone.{stage}.{block}.downsample.{wrapper}.{'.'.join(parts[4:])}"
+    if module.startswith("conv"):
+        net = ".net" if (shifted and module == "conv1") else ""
+        return f"backbone.{stage}.{block}.{module}.conv{net}.{tail}"
+    assert module.startswith("bn"), key
+    return f"backbone.{stage}.{block}.conv{module[2:]}.bn.{tail}"
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "resnet101"])
+def test_load_pretrained_places_every_mmaction2_tsm_weight(tmp_path, arch):
+    source = build_backbone(arch)
+    with torch.no_grad():
+        for value in source.state_dict().values():
+            if value.is_floating_point():
+                value.copy_(torch.randn_like(value))
+    state = {_mmaction2_name(k, shifted=True): v for k, v in source.state_dict().items()}
+    assert "backbone.layer1.0.conv1.conv.net.weight" in state
+    assert "backbone.layer1.0.downsample.conv.weight" in state
+    state["cls_head.fc_cls.weight"] = torch.zeros(174, 2048)
+    path = tmp_path / "mmaction2_tsm.pth"
+    torch.save({"meta": {"mmaction_version": "1.x"}, "state_dict": state}, path)
+    target = build_backbone(arch)
+    report = load_pretrained(target, str(path))
+    assert report.missing == [] and report.unexpected == [] and report.mismatched == []
+    for key, value in target.state_dict().items():
+        assert torch.equal(value, source.state_dict()[key]), key
+
+
+def test_load_pretrained_places_every_torchvision_imagenet_weight(tmp_path):
+    from torchvision import models
+
+    net = models.resnet50(weights=None)
+    path = tmp_path / "resnet50-imagenet.pth"
+    torch.save(net.state_dict(), path)  # torchvision's own file layout: a bare state dict with fc.*
+    target = build_backbone("resnet50")
+    report = load_pretrained(target, str(path))
+    assert report.missing == [] and report.unexpected == [] and report.mismatched == []
+    for key, value in target.state_dict().items():
+        assert torch.equal(value, net.state_dict()[key]), key
+
+
+def test_unmatched_checkpoint_names_keys_it_could_not_place(tmp_path):
+    path = tmp_path / "vit.pth"
+    torch.save({"blocks.0.attn.qkv.weight": torch.zeros(3), "cls_token": torch.zeros(1)}, path)
+    with pytest.raises(DataError, match="could not place: blocks.0.attn.qkv.weight"):
+        load_pretrained(build_backbone("resnet18"), str(path))

@@ -139,3 +139,20 @@ def test_detect_without_keypoints_or_pose_extra_says_what_to_do(trained, tmp_pat
 def test_missing_recognizer_is_a_one_line_error(setup, tmp_path):
     rc, _, err = run_cli(["detection", "extract", "--config", setup["config"], "--recognizer", tmp_path / "none.pt"])
     assert rc == 2 and "none.pt" in err and len(err.strip().splitlines()) == 1
+
+
+def test_detector_api_gives_what_mmad_detect_writes(trained, tmp_path):
+    from detection.api import Detector
+
+    root = trained["root"]
+    video, keypoints = root / "videos" / "val0000.mp4", root / "keypoints" / "val0000"
+    rc, _, err = run_cli(["detect", video, "--keypoints", keypoints, "--recognizer", trained["recognizer"],
+                          "--detector", trained["run"] / "last.pt", "--out", tmp_path / "out"])
+    assert rc == 0, err
+    written = pd.read_csv(tmp_path / "out" / "val0000.csv")
+    det = Detector.from_checkpoints(trained["recognizer"], trained["run"] / "last.pt", device="cpu")
+    table = det.detect(video, keypoints=keypoints)
+    assert list(table.columns) == list(written.columns) and len(table) == len(written) > 0
+    assert table["label"].tolist() == written["label"].tolist()
+    for column in ("t_start", "t_end", "score"):
+        assert table[column].to_numpy() == pytest.approx(written[column].to_numpy(), abs=1e-4)

@@ -3,6 +3,7 @@
     mmad data stats FILE [--json] [--subset S] [--split S]
     mmad data check DIR [--skip-bad] [--report FILE] [--no-videos] [--no-keypoints]
     mmad data synth recognition|detection --preset tiny|small|demo --out DIR [--seed N]
+    mmad data convert SRC DST --to FORMAT [--from FORMAT] [--split S] [--class-map FILE] [--prefix P]
 """
 
 from __future__ import annotations
@@ -55,6 +56,23 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=run_synth)
+
+    p = sub.add_parser(
+        "convert", help="convert annotation files to and from ActionFormer, OpenTAD and mmaction2",
+        description="Convert an annotation file. Detection: MMA-52 CSV (mma52-csv), mmad.json (mmad-json), "
+                    "ActionFormer JSON (actionformer), OpenTAD JSON + category_idx.txt (opentad). Recognition: "
+                    "MA-52 list (ma52) and mmaction2 video list (mmaction2). Class names and ids are kept. "
+                    "Example: mmad data convert val.csv val_actionformer.json --to actionformer")
+    p.add_argument("src", metavar="SRC", help="input annotation file")
+    p.add_argument("dst", metavar="DST", help="output file")
+    p.add_argument("--to", required=True, metavar="FORMAT",
+                   help="output format: mma52-csv, mmad-json, actionformer, opentad, ma52 or mmaction2")
+    p.add_argument("--from", dest="source_format", metavar="FORMAT", help="input format (default: guessed)")
+    p.add_argument("--split", help="detection: keep only this subset (or name a CSV's); recognition: the split")
+    p.add_argument("--class-map", metavar="FILE",
+                   help="class names in id order (one per line, or MA-52's label_name.txt); default MA-52")
+    p.add_argument("--prefix", help="mmaction2: path prefix of each clip (default '<split>/')")
+    p.set_defaults(func=run_convert)
 
 
 def run_stats(args) -> int:
@@ -121,4 +139,14 @@ def run_synth(args) -> int:
             parts.append(f"{split} {len(records)} clips")
     print(f"wrote {args.task} dataset ({args.preset}, seed {args.seed}) to {args.out}")
     print(f"{info.layout} layout: " + ", ".join(parts))
+    return 0
+
+
+def run_convert(args) -> int:
+    from mmad.datasets.convert import convert_annotations
+
+    written = convert_annotations(args.src, args.dst, to=args.to, source_format=args.source_format,
+                                  subset=args.split, class_map=args.class_map, prefix=args.prefix)
+    for path in written:
+        print(f"wrote {path}")
     return 0
