@@ -346,6 +346,10 @@ class DemoRun:
             last = self.recognition_run / "last.pt"
             self.stage("recognition-train", settings={"config": _without_paths(rtree)}, outputs=[last],
                        action=lambda: self._train_recognizer(rcfg), clear=[self.recognition_run])
+            # The best recognizer is tested, encodes the detector's features and runs `detect`, so
+            # recognition/best.pt fits detection/best.pt (and last.pt) as a pair.
+            best = self.recognition_run / "best.pt"
+            last = best if best.is_file() else last
             recognizer_hash = checkpoint_hash(last)
             rec_eval = self.recognition_run / "eval"
             self.stage("recognition-test", settings={"checkpoint": recognizer_hash},
