@@ -29,8 +29,8 @@ from mmad.engine import (
     fit,
     gather_eval_outputs,
     load_checkpoint,
-    read_checkpoint,
     move_to_device,
+    read_checkpoint,
     unwrap_model,
 )
 from mmad.errors import ConfigError

@@ -30,8 +30,8 @@ from mmad.engine import (
     fit,
     gather_eval_outputs,
     load_checkpoint,
-    read_checkpoint,
     move_to_device,
+    read_checkpoint,
 )
 from mmad.errors import ConfigError, DataError
 from mmad.types import ClipBatch

@@ -37,7 +37,14 @@ torch.set_num_threads(1)
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 
-from test_engine import ToyTask, assert_same_tensors, final_state, small_optim, small_train  # noqa: E402
+from test_engine import (  # noqa: E402
+    ToyTask,
+    _free_port,
+    assert_same_tensors,
+    final_state,
+    small_optim,
+    small_train,
+)
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -546,12 +553,6 @@ def test_a_feature_cache_in_use_is_refused_naming_the_holder(kit, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- torchrun
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _FakeBatch:

@@ -413,7 +413,8 @@ class DemoRun:
     def _train_recognizer(self, cfg) -> dict:
         from recognition.task import train
 
-        result = train(cfg, resume=(self.recognition_run / "last.pt").is_file(), device=self.device)
+        result = train(cfg, resume=(self.recognition_run / "last.pt").is_file(), device=self.device,
+                       allow_config_change=True)  # the stage's fingerprint decides when to start over
         return {"epochs": result.epochs_done, "best_f1_mean": result.best_metric, "best_epoch": result.best_epoch}
 
     def _test_recognizer(self, cfg, checkpoint: Path, out: Path) -> dict:
@@ -451,7 +452,8 @@ class DemoRun:
     def _train_detector(self, cfg) -> dict:
         from detection.task import train_detection
 
-        result = train_detection(cfg, resume=(self.detection_run / "last.pt").is_file(), device=self.device)
+        result = train_detection(cfg, resume=(self.detection_run / "last.pt").is_file(), device=self.device,
+                                 allow_config_change=True)  # the stage's fingerprint decides when to start over
         return {"epochs": result.epochs_done, "best_mAP": result.best_metric, "best_epoch": result.best_epoch}
 
     def _test_detector(self, cfg, checkpoint: Path, out: Path) -> dict:
