@@ -510,11 +510,15 @@ def _train_one_epoch(parts: _RunParts, loader: Any, epoch: int, *, first_step: i
     bar = _progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{p.train_cfg.epochs}",
                         p.train_cfg.progress_bar and ctx.is_main)
     bar.update(first_step)
+
+    def stop_here(i: int) -> bool:  # the last iteration completes the epoch, which then stops the run
+        return i + 1 < steps_per_epoch and p.stop.requested(ctx)
+
     for i, batch in enumerate(loader, start=first_step):
         step = epoch * steps_per_epoch + i
         bar.update(1)
         if batch is None:  # every item of this batch failed to load
-            if p.stop.requested(ctx):
+            if stop_here(i):
                 raise _Interrupted(epoch, i + 1, {k: float(v) for k, v in sums.items()}, seen)
             continue
         lr = p.schedule.apply(p.optimizer, step)
@@ -524,7 +528,7 @@ def _train_one_epoch(parts: _RunParts, loader: Any, epoch: int, *, first_step: i
         loss = losses["loss"]
         loss_value = float(loss.detach())
         if _nonfinite(p, loss_value, epoch, i, step):
-            if p.stop.requested(ctx):
+            if stop_here(i):
                 raise _Interrupted(epoch, i + 1, {k: float(v) for k, v in sums.items()}, seen)
             continue
 
@@ -553,7 +557,7 @@ def _train_one_epoch(parts: _RunParts, loader: Any, epoch: int, *, first_step: i
         elapsed = time.perf_counter() - t0
         bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}",
                         samples_s=f"{seen * ctx.world_size / max(elapsed, 1e-9):.1f}", refresh=False)
-        if p.stop.requested(ctx) and i + 1 < steps_per_epoch:
+        if stop_here(i):
             bar.close()
             raise _Interrupted(epoch, i + 1, {k: float(v) for k, v in sums.items()}, seen)
     bar.close()
