@@ -186,6 +186,7 @@ class FileLock:
         if not self.held:
             return
         self.held = False
+        atexit.unregister(self.release)
         holder = read_lock_holder(self.path)
         if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
             self.path.unlink(missing_ok=True)
