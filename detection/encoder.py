@@ -198,12 +198,9 @@ def load_recognizer(checkpoint: str | os.PathLike, *, device: str | torch.device
     from recognition.model import build_model
 
     path = Path(checkpoint)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise DataError(path, "recognizer checkpoint not found")
-    try:
-        stored = read_checkpoint(path).get("config")
-    except Exception as e:  # not a torch file, or one that needs pickle execution
-        raise DataError(path, f"not a loadable weights-only checkpoint ({type(e).__name__})") from None
+    stored = read_checkpoint(path, kind="recognition").get("config")
     if not isinstance(stored, dict):
         raise DataError(path, "the checkpoint holds no config (write it with `mmad recognition train`)")
     cfg = from_dict(RecognitionConfig, stored)
@@ -211,7 +208,7 @@ def load_recognizer(checkpoint: str | os.PathLike, *, device: str | torch.device
     if not isinstance(model, MicroDualNet):
         raise ConfigError(f"{path}: the clip encoder needs a Micro-DualNet recognizer, not "
                           f"model.architecture={cfg.model.architecture!r}")
-    load_checkpoint(path, model, use_ema=use_ema, map_location="cpu")
+    load_checkpoint(path, model, use_ema=use_ema, map_location="cpu", kind="recognition")
     return model.to(device).eval(), cfg
 
 
@@ -641,12 +638,16 @@ def extract_features(cfg: DetectionConfig, recognizer: str | os.PathLike, *, sub
 
     if rank is None or world_size is None:
         rank, world_size = distributed_rank()
-    encoder_hash = checkpoint_hash(recognizer) if Path(recognizer).is_file() else None
-    if encoder_hash is None:
-        raise DataError(recognizer, "recognizer checkpoint not found")
+    from mmad.engine import read_checkpoint
+    from mmad.fileio import FileLock
+
+    read_checkpoint(recognizer, kind="recognition")  # not a checkpoint: said before any hash comparison
+    encoder_hash = checkpoint_hash(recognizer)
     if cfg.data.encoder_hash and cfg.data.encoder_hash != encoder_hash:
         raise ConfigError(f"data.encoder_hash is {cfg.data.encoder_hash} but {recognizer} hashes to {encoder_hash}; "
                           "training would refuse these features (update data.encoder_hash)")
+    lock = FileLock(Path(cfg.data.feature_path) / f".extract_rank{rank}.lock", purpose="mmad detection extract")
+    lock.acquire()  # another process writing this cache (share) is refused, naming it
     if encoder is None:
         encoder = ClipEncoder.from_checkpoint(recognizer, encoder_cfg=cfg.encoder, device=device)
     cache = cfg.data.feature_path
@@ -681,6 +682,7 @@ def extract_features(cfg: DetectionConfig, recognizer: str | os.PathLike, *, sub
         report.num_steps += int(features.shape[0])
         log.info("[%d/%d] %s: %d steps", position, len(mine), video_id, features.shape[0])
     report.seconds = time.perf_counter() - started
+    lock.release()
     failed_file = Path(cache) / f"failed_rank{rank}.txt"
     if report.failed:
         failed_file.parent.mkdir(parents=True, exist_ok=True)

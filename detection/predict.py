@@ -71,14 +71,14 @@ def load_detector(checkpoint: str | os.PathLike, *, device: str | torch.device =
     from mmad.engine import load_checkpoint, read_checkpoint
 
     path = Path(checkpoint)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise DataError(path, "detector checkpoint not found")
-    stored = read_checkpoint(path).get("config")
+    stored = read_checkpoint(path, kind="detection").get("config")
     if not isinstance(stored, dict):
         raise DataError(path, "the checkpoint holds no config (write it with `mmad detection train`)")
     cfg = from_dict(DetectionConfig, stored)
     model = build_detector(cfg)
-    load_checkpoint(path, model, use_ema=use_ema, map_location="cpu")
+    load_checkpoint(path, model, use_ema=use_ema, map_location="cpu", kind="detection")
     return model.to(device).eval(), cfg
 
 
@@ -125,6 +125,7 @@ def detect_video(video: str | os.PathLike, *, recognizer: str | os.PathLike, det
     from detection.features import checkpoint_hash
     from detection.postprocess import postprocess_detections
     from detection.timeline import Timeline
+    from mmad.engine import read_checkpoint
     from mmad.video import probe
 
     video = Path(video)
@@ -138,9 +139,14 @@ def detect_video(video: str | os.PathLike, *, recognizer: str | os.PathLike, det
             raise DataError(video, NO_KEYPOINTS_HINT) from None
     run_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, cfg = load_detector(detector, device=run_device)
-    if cfg.data.encoder_hash and Path(recognizer).is_file() and checkpoint_hash(recognizer) != cfg.data.encoder_hash:
-        raise ConfigError(f"{detector} was trained on features of encoder {cfg.data.encoder_hash}, "
-                          f"but {recognizer} hashes to {checkpoint_hash(recognizer)}")
+    read_checkpoint(recognizer, kind="recognition")  # not a checkpoint: said before any hash comparison
+    if cfg.data.encoder_hash and checkpoint_hash(recognizer) != cfg.data.encoder_hash:
+        fits = next((c for c in sorted(Path(recognizer).parent.glob("*.pt"))
+                     if c.is_file() and checkpoint_hash(c) == cfg.data.encoder_hash), None)
+        hint = (f"use {fits}, which is that recognizer" if fits is not None else
+                "give the recognizer that `mmad detection extract` made its features with")
+        raise ConfigError(f"{detector} was trained on features of recognizer {cfg.data.encoder_hash}, "
+                          f"but {recognizer} is {checkpoint_hash(recognizer)}: {hint}")
     encoder = ClipEncoder.from_checkpoint(recognizer, encoder_cfg=cfg.encoder, device=run_device)
     if encoder.feature_dim != cfg.model.feature_dim:
         raise ConfigError(f"the recognizer gives {encoder.feature_dim} features per step but the detector expects "

@@ -30,6 +30,7 @@ from mmad.engine import (
     gather_eval_outputs,
     load_checkpoint,
     move_to_device,
+    read_checkpoint,
     unwrap_model,
 )
 from mmad.errors import ConfigError
@@ -81,6 +82,7 @@ class DetectionTask:
     """The temporal head as a :class:`mmad.engine.Task`; ``primary_metric`` is the average mAP over tIoU 0.1-0.9."""
 
     primary_metric = "mAP"
+    checkpoint_kind = "detection"
 
     def __init__(self, cfg: DetectionConfig):
         self.cfg = resolve_feature_dim(cfg)
@@ -173,11 +175,12 @@ class DetectionTask:
         return metrics
 
 
-def train_detection(cfg: DetectionConfig, *, resume: bool = False, device: str | None = None):
+def train_detection(cfg: DetectionConfig, *, resume: bool = False, device: str | None = None,
+                    allow_config_change: bool = False):
     """Train the head as ``cfg`` says; the run folder is ``cfg.out``. Returns the engine's FitResult."""
     task = DetectionTask(cfg)
     return fit(task, task.cfg.train, task.cfg.optim, task.cfg.out, resume=resume, device=device,
-               config_dict=to_dict(task.cfg))
+               config_dict=to_dict(task.cfg), allow_config_change=allow_config_change)
 
 
 def predict_subset(cfg: DetectionConfig, checkpoint: str | os.PathLike, *, subset: str | None = None,
@@ -194,9 +197,10 @@ def predict_subset(cfg: DetectionConfig, checkpoint: str | os.PathLike, *, subse
 
     subset = subset or cfg.data.test_subset
     run_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    read_checkpoint(checkpoint, kind="detection")  # a bad file is refused before the data is read
     task = DetectionTask(cfg)
     model = task.build_model().to(run_device)
-    load_checkpoint(checkpoint, model, use_ema=use_ema, map_location=run_device)
+    load_checkpoint(checkpoint, model, use_ema=use_ema, map_location=run_device, kind="detection")
     model.eval()
     loader = build_eval_loader(task.dataset(subset, training=False), task.collate, batch_size=batch_size,
                                num_workers=cfg.data.num_workers)

@@ -29,14 +29,17 @@ MA52_SUBMISSION_COLUMNS = (
 )
 
 
-def _read_csv(path: Path, *, string_columns: Sequence[str]) -> pd.DataFrame:
+def _read_csv(path: Path, *, string_columns: Sequence[str], allow_empty: bool = False) -> pd.DataFrame:
+    """``pd.read_csv`` with one-line errors; a header without rows is an error unless ``allow_empty``."""
+    if path.is_dir():
+        raise EvalInputError(path, "is a folder, not a CSV file")
     try:
         table = pd.read_csv(path, dtype={c: str for c in string_columns})
     except pd.errors.EmptyDataError:
         raise EvalInputError(path, "empty file") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise EvalInputError(path, f"not a readable CSV ({str(e).splitlines()[0]})") from None
-    if len(table) == 0:
+    if len(table) == 0 and not allow_empty:
         raise EvalInputError(path, "no rows after the header")
     return table
 
@@ -103,12 +106,13 @@ def read_detection_predictions(
         num_classes: class ids must lie in 0..num_classes-1.
         class_names: names for JSON labels given as text.
     Returns:
-        DataFrame ``video_id, t_start, t_end, label, score`` (N rows, file order).
+        DataFrame ``video_id, t_start, t_end, label, score`` (N rows, file order). A file with a
+        header and no rows (JSON: no detections) is a legal, empty submission: N = 0.
     """
     path = Path(path)
     if path.suffix.lower() == ".json":
         return _read_detection_json(path, num_classes=num_classes, class_names=class_names)
-    table = _read_csv(path, string_columns=("video_id",))
+    table = _read_csv(path, string_columns=("video_id",), allow_empty=True)
     if "class" not in table.columns and "label" in table.columns:
         table = table.rename(columns={"label": "class"})
     missing = [c for c in DETECTION_CSV_COLUMNS if c not in table.columns]
@@ -148,8 +152,6 @@ def _read_detection_json(path: Path, *, num_classes, class_names) -> pd.DataFram
                 label = name_to_id[label]
             rows.append((str(vid), segment[0], segment[1], label, det["score"]))
             where.append(loc)
-    if not rows:
-        raise EvalInputError(path, "no detections")
     table = pd.DataFrame(rows, columns=["video_id", "t_start", "t_end", "label", "score"])
     table[["t_start", "t_end", "label", "score"]] = table[["t_start", "t_end", "label", "score"]].apply(
         pd.to_numeric, errors="coerce"

@@ -191,6 +191,12 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
             data = yaml.safe_load(f)
     except FileNotFoundError:
         raise DataError(path, "config file not found") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a folder, not a YAML config file") from None
+    except PermissionError:
+        raise DataError(path, "cannot read the config file (permission denied)") from None
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not UTF-8 text (byte {e.start}); save the config as UTF-8") from None
     except yaml.YAMLError as e:
         raise DataError(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
     if data is None:

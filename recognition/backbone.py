@@ -274,12 +274,11 @@ def load_pretrained(model: TSMResNet, path: str) -> LoadReport:
     tensors of the wrong shape are left at init and reported. A missing file, or one of which no
     tensor fits the backbone, raises :class:`DataError`.
     """
-    if not os.path.isfile(path):
+    from mmad.engine.checkpoint import read_checkpoint
+
+    if not os.path.isfile(path) and not os.path.isdir(path):
         raise DataError(path, "pretrained checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated file, pickle with code, not a torch file
-        raise DataError(path, f"not a loadable weights-only checkpoint ({type(e).__name__})") from None
+    state = read_checkpoint(path, require_weights=False)  # truncated, text, pickled code: a DataError
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -288,7 +287,7 @@ def load_pretrained(model: TSMResNet, path: str) -> LoadReport:
     usable = {}
     for key, value in state.items():
         name = remap_checkpoint_key(key)
-        if name is None:
+        if name is None or not isinstance(value, torch.Tensor):
             continue
         if name not in own:
             report.unexpected.append(key)

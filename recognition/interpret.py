@@ -173,7 +173,7 @@ def checkpoint_config(checkpoint: str | Path, base: RecognitionConfig) -> Recogn
     from mmad.config import from_dict
     from mmad.engine import read_checkpoint
 
-    stored = read_checkpoint(checkpoint).get("config")
+    stored = read_checkpoint(checkpoint, kind="recognition").get("config")
     if not stored or "model" not in stored:
         return base
     cfg = copy.deepcopy(base)

@@ -31,6 +31,7 @@ from mmad.engine import (
     gather_eval_outputs,
     load_checkpoint,
     move_to_device,
+    read_checkpoint,
 )
 from mmad.errors import ConfigError, DataError
 from mmad.types import ClipBatch
@@ -167,11 +168,11 @@ def collect_predictions(model: nn.Module, loader: Iterable[ClipBatch], *, device
             parts["routing"].append(weights.float().mean(dim=1).cpu())
         video_ids.extend(batch.video_id)
     outputs: dict[str, Any] = {k: torch.cat(v) for k, v in parts.items() if v}
-    if "scores" not in outputs:
+    outputs["video_id"] = video_ids
+    merged = gather_eval_outputs(outputs) if distributed else outputs  # an empty shard still joins the gather
+    if "scores" not in merged:
         root = getattr(getattr(getattr(loader, "dataset", None), "info", None), "root", "dataset")
         raise DataError(root, "no clip could be loaded for evaluation")
-    outputs["video_id"] = video_ids
-    merged = gather_eval_outputs(outputs) if distributed else outputs
     dataset = getattr(loader, "dataset", None)
     order_hint = ({r.video_id: i for i, r in enumerate(dataset.records)}
                   if isinstance(dataset, ClipDataset) else None)
@@ -220,6 +221,7 @@ class RecognitionTask:
     """Micro-DualNet as a :class:`mmad.engine.Task`; ``primary_metric`` is the validation F1mean."""
 
     primary_metric = "f1_mean"
+    checkpoint_kind = "recognition"
 
     def __init__(self, cfg: RecognitionConfig):
         self.cfg = cfg
@@ -278,22 +280,22 @@ class RecognitionTask:
 # ----------------------------------------------------------------------------- entry points
 
 
-def train(cfg: RecognitionConfig, *, resume: bool = False, device: str | None = None) -> FitResult:
+def train(cfg: RecognitionConfig, *, resume: bool = False, device: str | None = None,
+          allow_config_change: bool = False) -> FitResult:
     """Train ``cfg`` into ``cfg.out`` (see :func:`mmad.engine.fit`); returns the fit result."""
     return fit(RecognitionTask(cfg), cfg.train, cfg.optim, cfg.out, resume=resume, device=device,
-               config_dict=to_dict(cfg))
+               config_dict=to_dict(cfg), allow_config_change=allow_config_change)
 
 
 def predict(cfg: RecognitionConfig, checkpoint: str | Path, *, split: str | None = None,
             views: str | tuple[int, int] = (1, 1), device: str | None = None,
             use_ema: bool = True) -> Predictions:
     """Predictions of the weights in ``checkpoint`` on ``split`` (default: the test split)."""
-    if not Path(checkpoint).is_file():
-        raise DataError(checkpoint, "checkpoint not found")
+    read_checkpoint(checkpoint, kind="recognition")  # a bad file is refused before the data is read
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dataset = build_dataset(cfg, split or cfg.data.test_split, train=False, views=parse_views(views))
     model = build_model(cfg.model).to(dev)
-    load_checkpoint(checkpoint, model, use_ema=use_ema, map_location=dev)
+    load_checkpoint(checkpoint, model, use_ema=use_ema, map_location=dev, kind="recognition")
     model.eval()
     loader = build_eval_loader(dataset, ClipBatch.collate, batch_size=cfg.train.eval_batch_size or cfg.train.batch_size,
                                num_workers=cfg.train.num_workers, pin_memory=dev.type == "cuda")

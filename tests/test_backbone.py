@@ -133,7 +133,7 @@ def test_load_pretrained_rejects_unusable_files(tmp_path):
         load_pretrained(model, str(tmp_path / "missing.pth"))
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(DataError, match="weights-only"):
+    with pytest.raises(DataError, match="a text file, not a checkpoint"):
         load_pretrained(model, str(junk))
     other = tmp_path / "other.pth"
     torch.save({"encoder.weight": torch.zeros(3)}, other)

@@ -178,7 +178,6 @@ def test_challenge_csv_header_and_json_class_names(tmp_path):
         (",video_id,t_start,t_end,class,score\n0,a,0,1,1,0.5\n1,a,2,1,1,0.5\n", "line 3: segment ends before"),
         (",video_id,t_start,t_end,class,score\n0,a,0,1,52,0.5\n", "line 2: class 52 out of range"),
         (",video_id,t_start,t_end,class,score\n0,a,0,1,1.5,0.5\n", "line 2: class 1.5 is not an integer"),
-        (",video_id,t_start,t_end,class,score\n", "no rows"),
         ("", "empty file"),
     ],
 )

@@ -25,6 +25,8 @@ def add_run_flags(p: argparse.ArgumentParser, config_required: bool = True) -> N
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="set any config field, e.g. --set model.num_frames=16 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume: continue although the config differs from the checkpoint's")
 
 
 def run_overrides(args) -> list[str]:

@@ -346,6 +346,10 @@ class DemoRun:
             last = self.recognition_run / "last.pt"
             self.stage("recognition-train", settings={"config": _without_paths(rtree)}, outputs=[last],
                        action=lambda: self._train_recognizer(rcfg), clear=[self.recognition_run])
+            # The best recognizer is tested, encodes the detector's features and runs `detect`, so
+            # recognition/best.pt fits detection/best.pt (and last.pt) as a pair.
+            best = self.recognition_run / "best.pt"
+            last = best if best.is_file() else last
             recognizer_hash = checkpoint_hash(last)
             rec_eval = self.recognition_run / "eval"
             self.stage("recognition-test", settings={"checkpoint": recognizer_hash},
@@ -410,7 +414,8 @@ class DemoRun:
     def _train_recognizer(self, cfg) -> dict:
         from recognition.task import train
 
-        result = train(cfg, resume=(self.recognition_run / "last.pt").is_file(), device=self.device)
+        result = train(cfg, resume=(self.recognition_run / "last.pt").is_file(), device=self.device,
+                       allow_config_change=True)  # the stage's fingerprint decides when to start over
         return {"epochs": result.epochs_done, "best_f1_mean": result.best_metric, "best_epoch": result.best_epoch}
 
     def _test_recognizer(self, cfg, checkpoint: Path, out: Path) -> dict:
@@ -448,7 +453,8 @@ class DemoRun:
     def _train_detector(self, cfg) -> dict:
         from detection.task import train_detection
 
-        result = train_detection(cfg, resume=(self.detection_run / "last.pt").is_file(), device=self.device)
+        result = train_detection(cfg, resume=(self.detection_run / "last.pt").is_file(), device=self.device,
+                                 allow_config_change=True)  # the stage's fingerprint decides when to start over
         return {"epochs": result.epochs_done, "best_mAP": result.best_metric, "best_epoch": result.best_epoch}
 
     def _test_detector(self, cfg, checkpoint: Path, out: Path) -> dict:

@@ -104,7 +104,8 @@ def run_train(args) -> int:
     from detection.task import train_detection
 
     cfg = _load(args)
-    result = train_detection(cfg, resume=args.resume, device=args.device)
+    result = train_detection(cfg, resume=args.resume, device=args.device,
+                             allow_config_change=args.allow_config_change)
     if not is_main_process():
         return 0
     print(f"run folder: {result.run_dir}")

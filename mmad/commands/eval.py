@@ -98,6 +98,8 @@ def _run_detection(args) -> int:
         predictions = read_detection_predictions(
             args.pred, num_classes=args.num_classes, class_names=MA52_ACTIONS
         )
+        if predictions.empty:
+            print(f"warning: {args.pred}: no detections (an empty submission); every AP is 0", file=sys.stderr)
         result = evaluate_detection(
             ground_truth,
             predictions,

@@ -83,7 +83,7 @@ def run_train(args) -> int:
     from recognition.task import train
 
     cfg = _load(args)
-    result = train(cfg, resume=args.resume, device=args.device)
+    result = train(cfg, resume=args.resume, device=args.device, allow_config_change=args.allow_config_change)
     if not is_main_process():
         return 0
     print(f"run folder: {result.run_dir}")

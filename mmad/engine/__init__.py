@@ -52,6 +52,13 @@ CPU): DistributedDataParallel, a DistributedSampler per epoch, rank 0 logs and w
 ``TrainConfig.batch_size`` is per process. The process group is created on the first call and
 kept for later ones in the same process (e.g. ``evaluate_checkpoint`` after ``fit``).
 
+Faults: every checkpoint is read by :func:`read_checkpoint`, which refuses a file that is not a
+fitting checkpoint with a one-line :class:`mmad.errors.DataError`; checkpoints carry a ``kind`` (the
+task's ``checkpoint_kind``: ``"recognition"`` or ``"detection"``). The run folder is locked while
+training (``RUN_DIR/.lock``). A NaN/inf loss stops the run naming the epoch and iteration
+(``TrainConfig.max_nonfinite_steps`` lets it skip such steps); SIGTERM and Ctrl-C write a resumable
+mid-epoch ``last.pt`` first; resuming with a changed config is refused unless ``allow_config_change``.
+
 Bad items: when the dataset raises :class:`mmad.errors.DataError` for an item, the item is
 dropped from its batch, its index and the error message are appended to ``skipped.txt`` and
 training goes on; any other exception stops the run.
@@ -61,8 +68,10 @@ from mmad.engine.checkpoint import (
     atomic_copy,
     atomic_save,
     capture_rng_state,
+    checkpoint_kind,
     load_checkpoint,
     read_checkpoint,
+    restore_checkpoint,
     restore_rng_state,
     unwrap_model,
 )
@@ -78,7 +87,7 @@ from mmad.engine.data import (
 )
 from mmad.engine.distributed import DistContext, ShardSampler, gather_eval_outputs, setup_distributed
 from mmad.engine.ema import ModelEMA
-from mmad.engine.loop import FitResult, evaluate_checkpoint, fit
+from mmad.engine.loop import FitResult, NonFiniteLossError, TrainingInterrupted, evaluate_checkpoint, fit
 from mmad.engine.optim import LRSchedule, build_optimizer
 from mmad.engine.seeding import seed_everything
 from mmad.engine.task import Task
@@ -88,12 +97,14 @@ __all__ = [
     "FitResult",
     "LRSchedule",
     "ModelEMA",
+    "NonFiniteLossError",
     "OptimConfig",
     "ShardSampler",
     "SkipBadCollate",
     "SkipBadItems",
     "Task",
     "TrainConfig",
+    "TrainingInterrupted",
     "atomic_copy",
     "atomic_save",
     "batch_size_of",
@@ -101,6 +112,7 @@ __all__ = [
     "build_optimizer",
     "build_train_loader",
     "capture_rng_state",
+    "checkpoint_kind",
     "evaluate_checkpoint",
     "fit",
     "gather_eval_outputs",
@@ -108,6 +120,7 @@ __all__ = [
     "move_to_device",
     "read_checkpoint",
     "read_skipped",
+    "restore_checkpoint",
     "restore_rng_state",
     "seed_everything",
     "setup_distributed",

@@ -82,6 +82,8 @@ class TrainConfig:
         find_unused_parameters / sync_batchnorm: DistributedDataParallel options.
         tensorboard: write TensorBoard event files under ``RUN_DIR/tb``.
         progress_bar: show a tqdm bar (only on rank 0 and only when stderr is a terminal).
+        max_nonfinite_steps: iterations whose loss is NaN or infinite that may be skipped (counted in
+            ``metrics.jsonl`` as ``train/nonfinite_steps``) before the run stops; 0 stops at the first.
     """
 
     epochs: int = 120
@@ -100,6 +102,7 @@ class TrainConfig:
     sync_batchnorm: bool = False
     tensorboard: bool = True
     progress_bar: bool = True
+    max_nonfinite_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -108,5 +111,7 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.eval_every < 1 or self.log_every < 1:
             raise ValueError("eval_every and log_every must be >= 1")
+        if self.max_nonfinite_steps < 0:
+            raise ValueError(f"max_nonfinite_steps must be >= 0, got {self.max_nonfinite_steps}")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise ValueError(f"ema decay must lie in (0, 1), got {self.ema}")

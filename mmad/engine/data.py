@@ -16,6 +16,7 @@ item, which the loops pass over. Any other exception is a bug and stops the run.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -103,7 +104,7 @@ def build_train_loader(
     skip_log: str | os.PathLike | None = None,
 ) -> DataLoader:
     """Shuffled training loader; call :func:`set_loader_epoch` before iterating each epoch."""
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+    sampler = ResumableSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
     drop_last = drop_last and len(sampler) >= batch_size
     return DataLoader(
         SkipBadItems(dataset, skip_log=skip_log), batch_size=batch_size, sampler=sampler,
@@ -112,8 +113,25 @@ def build_train_loader(
     )
 
 
-def set_loader_epoch(loader: DataLoader, *, epoch: int, seed: int, rank: int = 0) -> None:
-    """Fix the data order and worker seeds of ``loader`` for ``epoch`` (a function of seed/epoch/rank)."""
+class ResumableSampler(DistributedSampler):
+    """A DistributedSampler that can leave out the first ``skip_items`` of an epoch (a resumed epoch)."""
+
+    skip_items = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(super().__iter__(), self.skip_items, None)
+
+    def __len__(self) -> int:
+        return max(super().__len__() - self.skip_items, 0)
+
+
+def set_loader_epoch(loader: DataLoader, *, epoch: int, seed: int, rank: int = 0, skip_batches: int = 0) -> None:
+    """Fix the data order and worker seeds of ``loader`` for ``epoch`` (a function of seed/epoch/rank).
+
+    ``skip_batches``: the first batches of the epoch, already trained on before an interruption, are left out.
+    """
+    if isinstance(loader.sampler, ResumableSampler):
+        loader.sampler.skip_items = skip_batches * (loader.batch_size or 1)
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
     if loader.generator is not None:

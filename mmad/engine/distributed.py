@@ -143,6 +143,10 @@ def gather_eval_outputs(
         The same keys with rows of all ranks (tensors on CPU): rank order when ``indices`` is None,
         else ascending dataset index without repeats; with indices, the key ``"index"`` holds them.
         Outside a process group this only moves tensors to CPU (and sorts by ``indices``).
+
+    A rank whose shard gave no output (every item failed to load) still calls this, with the keys
+    it has (possibly none but empty lists): keys are merged over ranks, and a key no rank filled
+    is left out.
     """
     local = {k: _to_cpu(v) for k, v in outputs.items()}
     if indices is not None:
@@ -152,13 +156,21 @@ def gather_eval_outputs(
         raise ValueError(f"gather_eval_outputs: outputs have different numbers of rows {sorted(lengths)}")
     parts = all_gather_objects(local)
     merged: dict[str, Any] = {}
-    for key in local:
-        values = [p[key] for p in parts]
+    keys = list(dict.fromkeys(k for p in parts for k in p))
+    for key in keys:
+        values = [p[key] for p in parts if key in p and len(p[key]) > 0]
+        if not values:
+            if all(key in p for p in parts) and all(isinstance(p[key], list) for p in parts):
+                merged[key] = []
+            continue
         if isinstance(values[0], torch.Tensor):
-            merged[key] = torch.cat(values) if values else values
+            merged[key] = torch.cat(values)
         else:
             merged[key] = [item for v in values for item in v]
-    if indices is None:
+    lengths = {len(v) for v in merged.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"gather_eval_outputs: ranks gave different keys; rows per key {sorted(lengths)}")
+    if indices is None or "index" not in merged:
         return merged
     index = merged["index"]
     order = torch.argsort(index, stable=True)
