@@ -190,26 +190,15 @@ def load_recognizer(checkpoint: str | os.PathLike, *, device: str | torch.device
                     use_ema: bool = True):
     """``(model, RecognitionConfig)`` of a recognition checkpoint, the model in eval mode on ``device``.
 
-    The checkpoint's stored config builds the model; its EMA weights are used when present.
+    As :func:`recognition.api.load_recognition_checkpoint`, and the model must be a Micro-DualNet.
     """
-    from mmad.config import from_dict
-    from mmad.engine import load_checkpoint, read_checkpoint
-    from recognition.config import RecognitionConfig
-    from recognition.model import build_model
+    from recognition.api import load_recognition_checkpoint
 
-    path = Path(checkpoint)
-    if not path.is_file() and not path.is_dir():
-        raise DataError(path, "recognizer checkpoint not found")
-    stored = read_checkpoint(path, kind="recognition").get("config")
-    if not isinstance(stored, dict):
-        raise DataError(path, "the checkpoint holds no config (write it with `mmad recognition train`)")
-    cfg = from_dict(RecognitionConfig, stored)
-    model = build_model(cfg.model)
+    model, cfg = load_recognition_checkpoint(checkpoint, device=device, use_ema=use_ema)
     if not isinstance(model, MicroDualNet):
-        raise ConfigError(f"{path}: the clip encoder needs a Micro-DualNet recognizer, not "
+        raise ConfigError(f"{checkpoint}: the clip encoder needs a Micro-DualNet recognizer, not "
                           f"model.architecture={cfg.model.architecture!r}")
-    load_checkpoint(path, model, use_ema=use_ema, map_location="cpu", kind="recognition")
-    return model.to(device).eval(), cfg
+    return model, cfg
 
 
 class ClipEncoder(nn.Module):

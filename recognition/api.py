@@ -32,24 +32,21 @@ def load_recognition_checkpoint(checkpoint: str | os.PathLike, *, device: str | 
     """``(model in eval mode on device, RecognitionConfig)`` from a ``mmad recognition train`` checkpoint.
 
     The stored config builds the model; the EMA weights are used when present and ``use_ema``.
-    Raises :class:`DataError` naming the file when it is missing, unreadable or holds no config.
+    Raises :class:`DataError` naming the file when it is missing, unreadable, of another kind or
+    holds no config.
     """
     from mmad.config import from_dict
     from mmad.engine import load_checkpoint, read_checkpoint
 
     path = Path(checkpoint)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise DataError(path, "recognizer checkpoint not found")
-    try:
-        stored = read_checkpoint(path).get("config")
-    except Exception as e:  # not a torch file, truncated, or one that needs pickle execution
-        raise DataError(path, f"not a loadable weights-only checkpoint ({type(e).__name__})") from None
-    if not isinstance(stored, dict) or "model" not in stored or "data" not in stored:
-        raise DataError(path, "not a recognition checkpoint (no recognition config inside; write it with "
-                              "`mmad recognition train`)")
+    stored = read_checkpoint(path, kind="recognition").get("config")
+    if not isinstance(stored, dict):
+        raise DataError(path, "the checkpoint holds no config (write it with `mmad recognition train`)")
     cfg = from_dict(RecognitionConfig, stored)
     model = build_model(cfg.model)
-    load_checkpoint(path, model, use_ema=use_ema, map_location="cpu")
+    load_checkpoint(path, model, use_ema=use_ema, map_location="cpu", kind="recognition")
     return model.to(device).eval(), cfg
 
 
