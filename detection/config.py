@@ -111,11 +111,15 @@ class EncoderConfig:
 
     Fields left null take the recognizer checkpoint's own data settings, so windows look like the
     clips it was trained on. ``videos_dir``/``keypoints_dir`` are relative to ``data.root``.
+    ``mmad detection train`` fills the null fields from the feature cache it trains on, so the
+    detector checkpoint records the exact settings (``mmad detect`` builds its encoder from them).
     """
 
     stride_frames: int = 4  # one feature step every this many video frames
     window: int | None = None  # T, sampled frames per window; null: the recognizer's data.num_frames
-    window_dilation: int = 1  # a window takes every this-many-th sampled frame
+    # a window takes every this-many-th sampled frame; null: the recognizer's data.frame_stride /
+    # stride_frames (its training spacing); a setting whose spacing differs from it is refused
+    window_dilation: int | None = None
     image_size: int | None = None  # null: the recognizer's data.image_size
     resize_short_side: int | None = None  # null: the recognizer's data.resize_short_side
     chunk_frames: int = 64  # sampled frames decoded and pushed through the backbone at once
