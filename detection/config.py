@@ -24,6 +24,12 @@ class DetectionDataConfig:
     val_subset: str | None = "val"  # null: train without validation
     test_subset: str = "test"
     encoder_hash: str | None = None  # when set, caches made by another encoder checkpoint are refused
+    # Features made elsewhere (ActionFormer/OpenTAD-style <video_id>.npy of shape (N, F), no JSON side
+    # file): set feature_stride_frames and feature_window; step n covers feature_window frames from
+    # frame n * feature_stride_frames, at feature_fps (null: each video's annotation fps).
+    feature_stride_frames: int | None = None
+    feature_window: int | None = None
+    feature_fps: float | None = None
     max_seq_len: int = 256  # training windows are at most this many steps
     crop_prob: float = 0.0  # probability of a random shorter training window
     min_crop_fraction: float = 0.5

@@ -154,7 +154,8 @@ def read_feature_meta(cache_dir: str | os.PathLike, video_id: str) -> FeatureMet
     return meta
 
 
-def settings_mismatch(found: dict, expected: dict | None) -> str | None:
+def settings_mismatch(found: dict, expected: dict | None, *, found_in: str = "in the cache",
+                      expected_in: str = "here") -> str | None:
     """The first encoder setting where a cache (``found``) differs from ``expected``, as a phrase; None if none.
 
     Only the settings ``expected`` gives (not None) and the cache records are compared.
@@ -163,7 +164,7 @@ def settings_mismatch(found: dict, expected: dict | None) -> str | None:
         if want is None or key not in found or found[key] == want:
             continue
         name = SETTING_FIELDS.get(key, key)
-        return f"{name} is {found[key]!r} in the cache but {want!r} here"
+        return f"{name} is {found[key]!r} {found_in} but {want!r} {expected_in}"
     return None
 
 
