@@ -14,9 +14,13 @@ and settings whose spacing cannot equal ``frame_stride`` are refused (:func:`res
 The work is split so that nothing is computed twice for overlapping windows:
 
 1. **Per sampled frame, once.** The TSM backbone streams over the whole sequence
-   (:class:`StreamingBackbone`: the temporal shift sees the neighbouring sampled frames, exactly as
-   if the whole video went through it at once); each frame's feature map gives its global feature
-   (spatial mean, (C,)) and its K entity tokens (ROIAlign on its entity boxes + SEM, (K, D)).
+   (:class:`StreamingBackbone`, exactly as if the whole sequence went through it at once). With
+   ``window_dilation`` d > 1 the sampled frames are split into d interleaved streams (frames
+   ``p, p + d, p + 2d, ...``), so that the temporal shift mixes frames as far apart as the window's
+   frames, the spacing the recognizer was trained on. Each frame's feature map gives its global
+   feature (spatial mean, (C,)) and its K entity tokens (ROIAlign on its entity boxes + SEM, (K, D)).
+   Unlike a per-window pass, the shift at a window's first and last frame sees the real neighbours
+   instead of zero padding (measured in ``benchmarks/encoder_window_edges.py``).
 2. **Per window.** The per-frame tables are gathered into (N, T, ...) windows; the pose stream (if
    any; its velocities are per window, as in training) and the dual-path transformers run on
    batches of windows. Step ``n``'s feature is ``[global (C, mean over the window); fused entity
@@ -40,6 +44,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -430,7 +435,9 @@ class ClipEncoder(nn.Module):
             (L, F) float32 on the CPU, one row per sampled frame.
         """
         device = self.device
-        stream = StreamingBackbone(self.recognizer.backbone) if self.uses_rgb else None
+        phases = self.window_dilation  # interleaved backbone streams, one per phase of the window spacing
+        streams = [StreamingBackbone(self.recognizer.backbone) for _ in range(phases)] if self.uses_rgb else []
+        finished: list[deque] = [deque() for _ in range(phases)]  # per phase: finished maps (C, h, w), in order
         half_back = int(-self.window_offsets[0])  # how far back a window reaches
         reach = int(self.window_offsets[-1])  # how far forward
         base = 0  # absolute index of the first frame kept in the tables
@@ -456,6 +463,19 @@ class ClipEncoder(nn.Module):
             if tok is not None:
                 rgb_tokens.append(tok)
             rgb_done += maps.shape[0]
+
+        def push_frames(frames: torch.Tensor | None, first: int, final: bool) -> None:
+            """Frames ``first, first + 1, ...`` into their phase streams; the finished prefix into the tables."""
+            for phase, stream in enumerate(streams):
+                part = None if frames is None else frames[(phase - first) % phases :: phases]
+                out = stream.push(part if part is not None and part.shape[0] else None, final=final)
+                if out is not None:
+                    finished[phase].extend(out.unbind(0))
+            ready = []
+            while finished[(rgb_done + len(ready)) % phases]:
+                ready.append(finished[(rgb_done + len(ready)) % phases].popleft())
+            if ready:
+                add_maps(torch.stack(ready))
 
         def emit(final: bool) -> None:
             nonlocal base, next_step, keypoints, boxes, globals_, rgb_tokens
@@ -487,16 +507,16 @@ class ClipEncoder(nn.Module):
                 continue
             keypoints.append(chunk_keypoints.to(device, torch.float32))
             boxes.append(chunk_boxes.to(device, torch.float32))
-            seen += n
-            if stream is not None:
+            if streams:
                 if frames is None or frames.shape[0] != n:
                     raise ValueError("an rgb recognizer needs frames (n, 3, S, S) with every chunk")
-                add_maps(stream.push(frames.to(device, torch.float32)))
+                push_frames(frames.to(device, torch.float32), seen, final=False)
+            seen += n
             emit(final=False)
         if seen == 0:
             return torch.zeros(0, self.feature_dim)
-        if stream is not None:
-            add_maps(stream.push(None, final=True))
+        if streams:
+            push_frames(None, seen, final=True)
         emit(final=True)
         return torch.cat(outputs) if outputs else torch.zeros(0, self.feature_dim)
 

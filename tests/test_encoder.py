@@ -75,10 +75,19 @@ class _FixedMaps(nn.Module):
 
 
 def naive_features(net, frames, keypoints, boxes, *, window: int, dilation: int = 1) -> torch.Tensor:
-    """Every step through the recognizer's own forward on its window, one window at a time."""
+    """Every step through the recognizer's own forward on its window, one window at a time.
+
+    The backbone's temporal shift sees the whole sequence of frames at the window's spacing (the
+    sampled frames of one phase of the dilation), as the streamed encoder does.
+    """
     length = keypoints.shape[0]
     offsets = (torch.arange(window) - (window - 1) // 2) * dilation
-    maps = net.backbone(frames[None])[0] if net.backbone is not None else None
+    maps = None
+    if net.backbone is not None:
+        phases = [net.backbone(frames[p::dilation][None])[0] for p in range(dilation)]
+        maps = torch.zeros(length, *phases[0].shape[1:])
+        for p, phase_maps in enumerate(phases):
+            maps[p::dilation] = phase_maps
     backbone = net.backbone
     rows = []
     try:
@@ -167,6 +176,17 @@ def test_odd_window_with_dilation_and_entity_tokens():
         expected = naive_features(net, frames, keypoints, boxes, window=3, dilation=2)
     assert got.shape == (9, 512 + 16 + 6 * 16) and encoder.feature_dim == got.shape[1]
     torch.testing.assert_close(got[:, : expected.shape[1]], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_dilated_windows_shift_between_frames_at_the_window_spacing():
+    """With dilation 2 the backbone's shift mixes frames 2 sampled frames apart (the training spacing), not 1."""
+    net, cfg = tiny_recognizer("rgb+pose", num_frames=4)
+    frames, keypoints, boxes = random_track(14, seed=4)
+    encoder = make_encoder(net, cfg, window_dilation=2, chunk_frames=3, window_batch=5)
+    got = encoder.encode_frames(frames, keypoints, boxes)
+    with torch.no_grad():
+        expected = naive_features(net, frames, keypoints, boxes, window=4, dilation=2)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_chunked_streaming_equals_one_shot():
