@@ -24,6 +24,12 @@ class DetectionDataConfig:
     val_subset: str | None = "val"  # null: train without validation
     test_subset: str = "test"
     encoder_hash: str | None = None  # when set, caches made by another encoder checkpoint are refused
+    # Features made elsewhere (ActionFormer/OpenTAD-style <video_id>.npy of shape (N, F), no JSON side
+    # file): set feature_stride_frames and feature_window; step n covers feature_window frames from
+    # frame n * feature_stride_frames, at feature_fps (null: each video's annotation fps).
+    feature_stride_frames: int | None = None
+    feature_window: int | None = None
+    feature_fps: float | None = None
     max_seq_len: int = 256  # training windows are at most this many steps
     crop_prob: float = 0.0  # probability of a random shorter training window
     min_crop_fraction: float = 0.5
@@ -111,11 +117,15 @@ class EncoderConfig:
 
     Fields left null take the recognizer checkpoint's own data settings, so windows look like the
     clips it was trained on. ``videos_dir``/``keypoints_dir`` are relative to ``data.root``.
+    ``mmad detection train`` fills the null fields from the feature cache it trains on, so the
+    detector checkpoint records the exact settings (``mmad detect`` builds its encoder from them).
     """
 
     stride_frames: int = 4  # one feature step every this many video frames
     window: int | None = None  # T, sampled frames per window; null: the recognizer's data.num_frames
-    window_dilation: int = 1  # a window takes every this-many-th sampled frame
+    # a window takes every this-many-th sampled frame; null: the recognizer's data.frame_stride /
+    # stride_frames (its training spacing); a setting whose spacing differs from it is refused
+    window_dilation: int | None = None
     image_size: int | None = None  # null: the recognizer's data.image_size
     resize_short_side: int | None = None  # null: the recognizer's data.resize_short_side
     chunk_frames: int = 64  # sampled frames decoded and pushed through the backbone at once

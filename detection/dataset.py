@@ -7,10 +7,22 @@ random place, and with probability ``crop_prob`` a random shorter window (at lea
 ``min_crop_fraction`` of the sequence) is taken; segments keep their part inside the window when
 that part is at least ``min_segment_overlap`` of their length. :func:`collate_features` pads a
 list of items into a :class:`FeatureBatch` with a boolean mask.
+
+Clocks: features are timed in their video's container clock, the segments in the clock of the
+annotation. When the annotation declares another fps for the same frames (MMA-52: 29 for videos
+that decode at 29.97), the item's timeline is re-expressed in the annotation's clock through
+frame indices (:func:`detection.timeline.annotation_clock_fps`), so that labels meet the right
+steps and predictions come out in the clock of the ground truth they are scored against.
+
+:func:`resolve_feature_source` checks a config against its feature cache before training or
+testing: the cache's encoder settings fill the config's null ones (so a trained checkpoint
+records them) and a setting that differs is refused, naming it. Features made elsewhere
+(``data.feature_stride_frames`` set) are read without the side file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, fields
 
@@ -18,16 +30,21 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from detection.features import feature_paths, load_features
-from detection.timeline import Timeline
-from mmad.errors import DataError
+from detection.features import ForeignFeatures, feature_paths, load_features, load_foreign_features
+from detection.timeline import Timeline, annotation_clock_fps
+from mmad.errors import ConfigError, DataError
 from mmad.types import VideoRecord
+
+# encoder settings a config can state (EncoderConfig fields) and a cache records
+ENCODER_SETTING_NAMES = ("window", "window_dilation", "stride_frames", "image_size", "resize_short_side",
+                         "entity_tokens")
 
 
 @dataclass
 class FeatureSequence:
     """One video's sequence. ``feats`` (F, N) float32; ``segments`` (M, 2) step coordinates;
-    ``labels`` (M,) long; ``timeline`` maps step coordinates to seconds; ``duration`` in seconds."""
+    ``labels`` (M,) long; ``timeline`` maps step coordinates to seconds of the annotation's clock,
+    whose frame rate is ``fps``; ``duration`` in seconds."""
 
     feats: torch.Tensor
     segments: torch.Tensor
@@ -120,7 +137,10 @@ class FeatureSequenceDataset(Dataset):
         min_crop_fraction: shortest window, as a fraction of the sequence.
         min_segment_overlap: fraction of a segment that must stay inside a window to keep it.
         expected_hash: encoder checkpoint hash the cache must carry (None: not checked).
+        expected_settings: encoder settings the cache must have been made with (None values and
+            settings a cache does not record are not checked).
         feature_dim: expected F (None: not checked).
+        foreign: read ``<video_id>.npy`` made elsewhere, timed as this says (no JSON side files).
 
     Random windows draw from torch's global generator, which the training engine seeds per epoch
     and per loader worker, so runs (and resumed runs) repeat.
@@ -129,7 +149,8 @@ class FeatureSequenceDataset(Dataset):
     def __init__(self, feature_dir: str | os.PathLike, videos: list[VideoRecord], *, training: bool = False,
                  max_seq_len: int = 256, crop_prob: float = 0.0, min_crop_fraction: float = 0.5,
                  min_segment_overlap: float = 0.5, expected_hash: str | None = None,
-                 feature_dim: int | None = None):
+                 feature_dim: int | None = None, expected_settings: dict | None = None,
+                 foreign: ForeignFeatures | None = None):
         self.feature_dir = os.fspath(feature_dir)
         self.videos = list(videos)
         self.training = training
@@ -139,7 +160,10 @@ class FeatureSequenceDataset(Dataset):
         self.min_segment_overlap = min_segment_overlap
         self.expected_hash = expected_hash
         self.feature_dim = feature_dim
-        missing = [v.video_id for v in self.videos if not feature_paths(self.feature_dir, v.video_id)[1].is_file()]
+        self.expected_settings = expected_settings
+        self.foreign = foreign
+        kind = 0 if foreign is not None else 1  # foreign: the .npy; ours: the JSON written last
+        missing = [v.video_id for v in self.videos if not feature_paths(self.feature_dir, v.video_id)[kind].is_file()]
         if missing:
             raise DataError(self.feature_dir, f"no cached features for {len(missing)} of {len(self.videos)} videos "
                             f"(first: '{missing[0]}'); run `mmad detection extract` first")
@@ -150,17 +174,26 @@ class FeatureSequenceDataset(Dataset):
     def load(self, index: int) -> FeatureSequence:
         """The whole sequence of video ``index``, without any cropping."""
         video = self.videos[index]
-        array, meta = load_features(self.feature_dir, video.video_id, expected_hash=self.expected_hash)
         npy_path, json_path = feature_paths(self.feature_dir, video.video_id)
+        if self.foreign is not None:
+            array, meta = load_foreign_features(self.feature_dir, video.video_id, self.foreign, fps=video.fps,
+                                                duration=video.duration)
+        else:
+            array, meta = load_features(self.feature_dir, video.video_id, expected_hash=self.expected_hash,
+                                        expected_settings=self.expected_settings)
         if self.feature_dim is not None and array.shape[1] != self.feature_dim:
             raise DataError(npy_path, f"feature dim {array.shape[1]}, the model expects {self.feature_dim}")
         if not np.isfinite(array).all():
             raise DataError(npy_path, "features contain NaN or inf")
-        timeline = meta.timeline(source=os.fspath(json_path))
+        timeline = meta.timeline(source=os.fspath(npy_path if self.foreign is not None else json_path))
+        clock = annotation_clock_fps(annotation_fps=video.fps, annotation_frames=video.num_frames,
+                                     container_fps=meta.fps, container_frames=meta.num_frames)
+        if clock != meta.fps:
+            timeline = timeline.reclocked(from_fps=meta.fps, to_fps=clock)
         segments, labels = segments_to_steps(video, timeline)
         return FeatureSequence(feats=torch.from_numpy(array.astype(np.float32)).t().contiguous(), segments=segments,
                                labels=labels, video_id=video.video_id, timeline=timeline,
-                               duration=float(video.duration or meta.duration), fps=meta.fps,
+                               duration=float(video.duration or meta.duration), fps=clock,
                                stride_frames=meta.stride_frames)
 
     def __getitem__(self, index: int) -> FeatureSequence:
@@ -186,6 +219,91 @@ class FeatureSequenceDataset(Dataset):
         if num_steps <= self.max_seq_len:
             return item
         return crop_sequence(item, 0, self.max_seq_len, min_segment_overlap=self.min_segment_overlap)
+
+
+def foreign_features(data_cfg) -> ForeignFeatures | None:
+    """The :class:`ForeignFeatures` a detection data config describes (None: this toolkit's cache)."""
+    if data_cfg.feature_stride_frames is None:
+        return None
+    if not data_cfg.feature_window:
+        raise ConfigError("data.feature_stride_frames is set (features made elsewhere) but data.feature_window is "
+                          "not: give the frames each feature step covers")
+    return ForeignFeatures(stride_frames=int(data_cfg.feature_stride_frames), window=int(data_cfg.feature_window),
+                           fps=data_cfg.feature_fps)
+
+
+def expected_encoder_settings(cfg) -> dict:
+    """The encoder settings a detection config states (its null ones are not checked)."""
+    return {name: getattr(cfg.encoder, name) for name in ENCODER_SETTING_NAMES}
+
+
+def resolve_feature_source(cfg):
+    """``cfg`` checked against its feature cache, with what the cache knows filled in.
+
+    This toolkit's cache: the first cached video of the training (else validation, else test) subset
+    gives the encoder settings and checkpoint hash; they fill the config's null ``encoder`` fields and
+    ``data.encoder_hash``, so that every video is checked against them when loaded and a trained
+    checkpoint records them. A stated setting that differs is a :class:`ConfigError` naming it.
+    Foreign features: ``model.feature_dim`` is read from the first ``.npy`` when null.
+    """
+    from detection.features import read_feature_meta, settings_mismatch
+    from mmad.datasets.mma52 import read_detection_annotations
+
+    data = cfg.data
+    foreign = foreign_features(data)
+    for subset in (data.train_subset, data.val_subset, data.test_subset):
+        if not subset:
+            continue
+        for video in read_detection_annotations(data.annotation_path, subset=subset):
+            npy_path, json_path = feature_paths(data.feature_path, video.video_id)
+            if foreign is not None:
+                if not npy_path.is_file() or cfg.model.feature_dim is not None:
+                    continue
+                shape = np.load(npy_path, mmap_mode="r", allow_pickle=False).shape
+                if len(shape) != 2:
+                    raise DataError(npy_path, f"expected a (steps, features) array, got shape {shape}")
+                return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, feature_dim=int(shape[1])))
+            if not json_path.is_file():
+                continue
+            meta = read_feature_meta(data.feature_path, video.video_id)
+            differs = settings_mismatch(meta.encoder_settings, expected_encoder_settings(cfg))
+            if differs:
+                raise ConfigError(f"the feature cache {data.feature_path} was made otherwise: {differs} (first "
+                                  f"cached video {video.video_id}); re-run `mmad detection extract` or change the config")
+            filled = {name: meta.encoder_settings[name] for name in ENCODER_SETTING_NAMES
+                      if getattr(cfg.encoder, name) is None and name in meta.encoder_settings}
+            return dataclasses.replace(
+                cfg, encoder=dataclasses.replace(cfg.encoder, **filled),
+                data=dataclasses.replace(data, encoder_hash=data.encoder_hash or meta.encoder_hash))
+    return cfg
+
+
+def with_trained_encoder(cfg, checkpoint):
+    """``cfg`` with the encoder settings and checkpoint hash a trained detector recorded; a stated one
+    that differs is a :class:`ConfigError` naming it (test features must be made like training ones)."""
+    from detection.config import DetectionConfig
+    from mmad.config import from_dict
+    from mmad.engine import read_checkpoint
+
+    stored = read_checkpoint(checkpoint).get("config")
+    if not isinstance(stored, dict):
+        return cfg
+    trained = from_dict(DetectionConfig, stored)
+    filled = {}
+    for name in ENCODER_SETTING_NAMES:
+        here, there = getattr(cfg.encoder, name), getattr(trained.encoder, name)
+        if there is None:
+            continue
+        if here is not None and here != there:
+            raise ConfigError(f"{checkpoint} was trained on features with encoder.{name}={there!r}, this config says "
+                              f"{here!r}: features must be made as in training")
+        filled[name] = there
+    encoder_hash = cfg.data.encoder_hash or trained.data.encoder_hash
+    if cfg.data.encoder_hash and trained.data.encoder_hash and cfg.data.encoder_hash != trained.data.encoder_hash:
+        raise ConfigError(f"{checkpoint} was trained on features of encoder {trained.data.encoder_hash}, this config "
+                          f"says data.encoder_hash={cfg.data.encoder_hash}")
+    return dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, **filled),
+                               data=dataclasses.replace(cfg.data, encoder_hash=encoder_hash))
 
 
 def collate_features(items: list[FeatureSequence], *, pad_multiple: int = 1) -> FeatureBatch:

@@ -1,17 +1,26 @@
 """Micro-DualNet run along whole videos: one feature vector per step for the detection head.
 
-A video is sampled every ``stride_frames`` frames, at frames ``stride_frames // 2 + n * stride_frames``,
-so sampled frame ``n`` sits in the middle of step ``n``'s stride interval and its time
-``frame / fps`` is the step's time. Step ``n``'s window holds the T sampled frames
-``n + (i - (T - 1) // 2) * window_dilation`` for ``i = 0 .. T - 1``, indices clamped to the video
-(edge padding); for even T the window reaches one sampled frame further forward than back.
+A video is sampled every ``stride_frames`` frames, at frames ``stride_frames // 2 + n * stride_frames``.
+Step ``n``'s window holds the T sampled frames ``n + (i - (T - 1) // 2) * window_dilation`` for
+``i = 0 .. T - 1``, indices clamped to the video (edge padding); for even T the window reaches one
+sampled frame further forward than back. The step's recorded time is the mean time of its window's
+frames (:func:`detection.timeline.encoder_step_frames` / fps, the one step-time rule): for even T
+that is half a window spacing after the anchor frame.
+
+The window spacing ``stride_frames * window_dilation`` defaults to the recognizer's own training
+spacing (``data.frame_stride``): ``window_dilation`` null means ``frame_stride / stride_frames``,
+and settings whose spacing cannot equal ``frame_stride`` are refused (:func:`resolve_window_dilation`).
 
 The work is split so that nothing is computed twice for overlapping windows:
 
 1. **Per sampled frame, once.** The TSM backbone streams over the whole sequence
-   (:class:`StreamingBackbone`: the temporal shift sees the neighbouring sampled frames, exactly as
-   if the whole video went through it at once); each frame's feature map gives its global feature
-   (spatial mean, (C,)) and its K entity tokens (ROIAlign on its entity boxes + SEM, (K, D)).
+   (:class:`StreamingBackbone`, exactly as if the whole sequence went through it at once). With
+   ``window_dilation`` d > 1 the sampled frames are split into d interleaved streams (frames
+   ``p, p + d, p + 2d, ...``), so that the temporal shift mixes frames as far apart as the window's
+   frames, the spacing the recognizer was trained on. Each frame's feature map gives its global
+   feature (spatial mean, (C,)) and its K entity tokens (ROIAlign on its entity boxes + SEM, (K, D)).
+   Unlike a per-window pass, the shift at a window's first and last frame sees the real neighbours
+   instead of zero padding (measured in ``benchmarks/encoder_window_edges.py``).
 2. **Per window.** The per-frame tables are gathered into (N, T, ...) windows; the pose stream (if
    any; its velocities are per window, as in training) and the dual-path transformers run on
    batches of windows. Step ``n``'s feature is ``[global (C, mean over the window); fused entity
@@ -24,8 +33,10 @@ from the (N, F) result itself).
 
 :func:`extract_features` runs the encoder over the videos of a detection dataset and caches one
 feature file per video (:mod:`detection.features`), tagged with the SHA-256 of the recognizer
-checkpoint; finished videos are skipped on a re-run, a bad video is logged and skipped, and under
-``torchrun`` (``RANK``/``WORLD_SIZE``) every process takes a disjoint share of the videos.
+checkpoint and every encoder setting that changes the numbers (:attr:`ClipEncoder.settings`);
+finished videos are skipped on a re-run, a cache made otherwise is redone, a bad video is logged and
+skipped, and under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``) every process takes a
+disjoint share of the videos on its own GPU (:func:`extraction_device`).
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +54,8 @@ import torch
 from torch import nn
 
 from detection.config import DetectionConfig, EncoderConfig
-from detection.features import checkpoint_hash, has_features, read_feature_meta, save_features
+from detection.features import checkpoint_hash, has_features, read_feature_meta, save_features, settings_mismatch
+from detection.timeline import encoder_step_frames
 from mmad.errors import ConfigError, DataError
 from recognition.backbone import TemporalShiftConv2d, TSMResNet
 from recognition.model import MicroDualNet
@@ -59,6 +72,8 @@ __all__ = [
     "sampled_frame_indices",
     "shard_videos",
     "distributed_rank",
+    "extraction_device",
+    "resolve_window_dilation",
     "extract_features",
 ]
 
@@ -218,6 +233,7 @@ class ClipEncoder(nn.Module):
         chunk_frames: sampled frames decoded and pushed through the backbone at once.
         window_batch: windows through the transformers at once.
         entity_tokens: append the K per-entity tokens (mean over the window) to each step.
+        weights: which weights of the checkpoint the recognizer holds ("ema" or "model"; recorded only).
     """
 
     def __init__(self, recognizer: MicroDualNet, *, window: int, stride_frames: int, image_size: int,
@@ -225,7 +241,7 @@ class ClipEncoder(nn.Module):
                  entity_names: Sequence[str] = ("head", "face", "left_hand", "right_hand", "torso", "lower_body"),
                  entity_box_mode: str = "keypoints", confidence_threshold: float = 0.3, box_padding: float = 0.1,
                  window_dilation: int = 1, chunk_frames: int = 64, window_batch: int = 64,
-                 entity_tokens: bool = False) -> None:
+                 entity_tokens: bool = False, weights: str = "model") -> None:
         super().__init__()
         if not isinstance(recognizer, MicroDualNet):
             raise ConfigError("the clip encoder needs a Micro-DualNet recognizer")
@@ -249,24 +265,43 @@ class ClipEncoder(nn.Module):
         self.chunk_frames = int(chunk_frames)
         self.window_batch = int(window_batch)
         self.entity_tokens = bool(entity_tokens)
+        self.weights = str(weights)
         offsets = (torch.arange(self.window) - (self.window - 1) // 2) * self.window_dilation
         self.register_buffer("window_offsets", offsets, persistent=False)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike, *, encoder_cfg: EncoderConfig | None = None,
                         device: str | torch.device | None = None, use_ema: bool = True) -> ClipEncoder:
-        """An encoder around a recognition checkpoint; unset ``encoder_cfg`` fields take its data settings."""
+        """An encoder around a recognition checkpoint; unset ``encoder_cfg`` fields take its data settings
+        (the window spacing from its ``frame_stride``, see :func:`resolve_window_dilation`)."""
+        from mmad.engine import read_checkpoint
+
         enc = encoder_cfg or EncoderConfig()
         device = torch.device(device or enc.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model, cfg = load_recognizer(checkpoint, device=device, use_ema=use_ema)
         data = cfg.data
+        has_ema = read_checkpoint(checkpoint).get("ema") is not None
         return cls(model, window=enc.window or data.num_frames, stride_frames=enc.stride_frames,
                    image_size=enc.image_size or data.image_size,
                    resize_short_side=enc.resize_short_side or data.resize_short_side,
                    keypoint_layout=cfg.model.keypoint_layout, entity_names=cfg.model.entity_names,
                    entity_box_mode=data.entity_boxes, confidence_threshold=data.confidence_threshold,
-                   box_padding=data.box_padding, window_dilation=enc.window_dilation,
-                   chunk_frames=enc.chunk_frames, entity_tokens=enc.entity_tokens).to(device)
+                   box_padding=data.box_padding,
+                   window_dilation=resolve_window_dilation(enc, data, source=checkpoint),
+                   chunk_frames=enc.chunk_frames, entity_tokens=enc.entity_tokens,
+                   weights="ema" if use_ema and has_ema else "model").to(device)
+
+    @property
+    def settings(self) -> dict:
+        """Every encoder setting that changes the features (the feature cache's identity, with the checkpoint hash)."""
+        return {"window": self.window, "window_dilation": self.window_dilation, "stride_frames": self.stride_frames,
+                "image_size": self.image_size, "resize_short_side": self.resize_short_side,
+                "entity_tokens": self.entity_tokens, "weights": self.weights}
+
+    def step_times(self, num_steps: int, fps: float) -> np.ndarray:
+        """Recorded time of each of ``num_steps`` steps: the mean time of its window's frames, (N,) seconds."""
+        return encoder_step_frames(num_steps, stride_frames=self.stride_frames, window=self.window,
+                                   window_dilation=self.window_dilation) / fps
 
     # -- sizes ------------------------------------------------------------------------------------
 
@@ -386,7 +421,9 @@ class ClipEncoder(nn.Module):
             (L, F) float32 on the CPU, one row per sampled frame.
         """
         device = self.device
-        stream = StreamingBackbone(self.recognizer.backbone) if self.uses_rgb else None
+        phases = self.window_dilation  # interleaved backbone streams, one per phase of the window spacing
+        streams = [StreamingBackbone(self.recognizer.backbone) for _ in range(phases)] if self.uses_rgb else []
+        finished: list[deque] = [deque() for _ in range(phases)]  # per phase: finished maps (C, h, w), in order
         half_back = int(-self.window_offsets[0])  # how far back a window reaches
         reach = int(self.window_offsets[-1])  # how far forward
         base = 0  # absolute index of the first frame kept in the tables
@@ -412,6 +449,19 @@ class ClipEncoder(nn.Module):
             if tok is not None:
                 rgb_tokens.append(tok)
             rgb_done += maps.shape[0]
+
+        def push_frames(frames: torch.Tensor | None, first: int, final: bool) -> None:
+            """Frames ``first, first + 1, ...`` into their phase streams; the finished prefix into the tables."""
+            for phase, stream in enumerate(streams):
+                part = None if frames is None else frames[(phase - first) % phases :: phases]
+                out = stream.push(part if part is not None and part.shape[0] else None, final=final)
+                if out is not None:
+                    finished[phase].extend(out.unbind(0))
+            ready = []
+            while finished[(rgb_done + len(ready)) % phases]:
+                ready.append(finished[(rgb_done + len(ready)) % phases].popleft())
+            if ready:
+                add_maps(torch.stack(ready))
 
         def emit(final: bool) -> None:
             nonlocal base, next_step, keypoints, boxes, globals_, rgb_tokens
@@ -443,16 +493,16 @@ class ClipEncoder(nn.Module):
                 continue
             keypoints.append(chunk_keypoints.to(device, torch.float32))
             boxes.append(chunk_boxes.to(device, torch.float32))
-            seen += n
-            if stream is not None:
+            if streams:
                 if frames is None or frames.shape[0] != n:
                     raise ValueError("an rgb recognizer needs frames (n, 3, S, S) with every chunk")
-                add_maps(stream.push(frames.to(device, torch.float32)))
+                push_frames(frames.to(device, torch.float32), seen, final=False)
+            seen += n
             emit(final=False)
         if seen == 0:
             return torch.zeros(0, self.feature_dim)
-        if stream is not None:
-            add_maps(stream.push(None, final=True))
+        if streams:
+            push_frames(None, seen, final=True)
         emit(final=True)
         return torch.cat(outputs) if outputs else torch.zeros(0, self.feature_dim)
 
@@ -543,7 +593,8 @@ class ClipEncoder(nn.Module):
                 video's OpenPose JSON folder.
 
         Returns:
-            features (N, F) float16 and times (N,) float64, the seconds of each step's sampled frame.
+            features (N, F) float16 and times (N,) float64: each step's recorded time in seconds, the
+            mean time of its window's frames (:meth:`step_times`, container clock).
         """
         from mmad.video import probe
 
@@ -557,8 +608,7 @@ class ClipEncoder(nn.Module):
         features = self.encode_chunks(self.video_chunks(video_path, keypoints, info=info))
         if features.shape[0] == 0:
             raise DataError(video_path, "no frame could be sampled")
-        frames = self.stride_frames // 2 + self.stride_frames * np.arange(features.shape[0], dtype=np.float64)
-        return features.numpy().astype(np.float16), frames / info.fps
+        return features.numpy().astype(np.float16), self.step_times(features.shape[0], info.fps)
 
 
 # ----------------------------------------------------------------------------- extraction over a dataset
@@ -573,6 +623,63 @@ def distributed_rank() -> tuple[int, int]:
     if world < 1 or not 0 <= rank < world:
         raise ConfigError(f"RANK={rank} is not in [0, WORLD_SIZE={world})")
     return rank, world
+
+
+def extraction_device(requested: str | None, *, environ: dict | None = None, cuda_available: bool | None = None,
+                      device_count: int | None = None) -> str:
+    """The device one extraction process runs on.
+
+    Under ``torchrun`` (``LOCAL_RANK`` set) a process asking for CUDA without an index (``None`` with
+    a GPU present, or ``"cuda"``) is pinned to ``cuda:LOCAL_RANK``, so that every rank has its own GPU;
+    an explicit device (``cpu``, ``cuda:1``) is kept. Without torchrun: ``requested``, else cuda when
+    available, else cpu. ``environ``/``cuda_available``/``device_count`` default to the real ones.
+    """
+    environ = os.environ if environ is None else environ
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if requested is None:
+        requested = "cuda" if cuda_available else "cpu"
+    if requested != "cuda" or environ.get("LOCAL_RANK") is None:
+        return requested
+    try:
+        local_rank = int(environ["LOCAL_RANK"])
+    except ValueError:
+        raise ConfigError(f"LOCAL_RANK must be an integer, got {environ['LOCAL_RANK']!r}") from None
+    count = torch.cuda.device_count() if device_count is None else device_count
+    if not 0 <= local_rank < max(count, 1):
+        raise ConfigError(f"LOCAL_RANK={local_rank} but this machine has {count} GPU(s): start at most {count} "
+                          "processes per node (torchrun --nproc-per-node)")
+    return f"cuda:{local_rank}"
+
+
+def resolve_window_dilation(encoder_cfg: EncoderConfig, recognizer_data, *, source: str | os.PathLike = "the recognizer") -> int:
+    """Sampled frames between a window's frames, so that they are as far apart as in the recognizer's training clips.
+
+    ``recognizer_data`` is the recognizer's data config (``frame_stride``, ``sampling``). With
+    ``encoder.window_dilation`` null the dilation is ``frame_stride / stride_frames``; a stride that
+    does not divide ``frame_stride``, or an explicit dilation whose spacing differs from it, cannot match
+    the training clips and is a :class:`ConfigError`. Recognizers trained with TSN segment sampling have
+    no fixed spacing: they need an explicit ``encoder.window_dilation``.
+    """
+    stride, dilation = int(encoder_cfg.stride_frames), encoder_cfg.window_dilation
+    if getattr(recognizer_data, "sampling", "dense") == "segments":
+        if dilation is None:
+            raise ConfigError(f"{source} was trained with segment sampling (no fixed frame spacing): set "
+                              "encoder.window_dilation to choose the window spacing")
+        return int(dilation)
+    spacing = int(recognizer_data.frame_stride)
+    if dilation is None:
+        if stride < 1 or spacing % stride:
+            divisors = [d for d in range(1, spacing + 1) if spacing % d == 0]
+            raise ConfigError(f"encoder.stride_frames={stride} cannot reproduce the frame spacing {source} was trained "
+                              f"on (data.frame_stride={spacing}): use a stride_frames in {divisors}")
+        return spacing // stride
+    if int(dilation) * stride != spacing:
+        hint = f"set it to {spacing // stride} or leave it null" if spacing % stride == 0 else "leave it null"
+        raise ConfigError(f"encoder.window_dilation={dilation} with stride_frames={stride} puts a window's frames "
+                          f"{int(dilation) * stride} apart, but {source} was trained on frames {spacing} apart "
+                          f"(data.frame_stride): {hint}")
+    return int(dilation)
 
 
 def shard_videos(video_ids: Iterable[str], *, rank: int, world_size: int) -> list[str]:
@@ -616,8 +723,9 @@ def extract_features(cfg: DetectionConfig, recognizer: str | os.PathLike, *, sub
 
     Videos are ``data.root/encoder.videos_dir/<id>.mp4`` with keypoints in
     ``data.root/encoder.keypoints_dir/<id>/``. ``subset`` picks one subset (default: all videos).
-    Rank and world size default to :func:`distributed_rank`. A video whose cache was made by this
-    recognizer checkpoint is skipped; one made by another checkpoint is redone. A video that fails
+    Rank and world size default to :func:`distributed_rank`; the device to :func:`extraction_device`
+    (under torchrun, ``cuda:LOCAL_RANK``). A video whose cache was made by this recognizer checkpoint
+    with these settings is skipped; one made otherwise (or with an older step-time rule) is redone. A video that fails
     is logged, listed in the report and in ``failed_rank<R>.txt`` of the cache folder, and skipped;
     a :class:`ConfigError` (the recognizer and the data do not fit together) stops the run.
     ``encoder`` replaces the one built from ``recognizer`` (its hash still names the features).
@@ -638,6 +746,9 @@ def extract_features(cfg: DetectionConfig, recognizer: str | os.PathLike, *, sub
     lock = FileLock(Path(cfg.data.feature_path) / f".extract_rank{rank}.lock", purpose="mmad detection extract")
     lock.acquire()  # another process writing this cache (share) is refused, naming it
     if encoder is None:
+        device = extraction_device(device or cfg.encoder.device)
+        if device.startswith("cuda:"):
+            torch.cuda.set_device(torch.device(device))
         encoder = ClipEncoder.from_checkpoint(recognizer, encoder_cfg=cfg.encoder, device=device)
     cache = cfg.data.feature_path
     videos = {v.video_id: v for v in read_detection_annotations(cfg.data.annotation_path, subset=subset)}
@@ -647,19 +758,23 @@ def extract_features(cfg: DetectionConfig, recognizer: str | os.PathLike, *, sub
     videos_dir = cfg.data.resolve(cfg.encoder.videos_dir)
     keypoints_dir = cfg.data.resolve(cfg.encoder.keypoints_dir)
     started = time.perf_counter()
+    settings = encoder.settings
     for position, video_id in enumerate(mine, 1):
-        if has_features(cache, video_id, expected_hash=encoder_hash):
+        if has_features(cache, video_id, expected_hash=encoder_hash, expected_settings=settings):
             report.already_done.append(video_id)
             continue
         if has_features(cache, video_id):
-            log.info("%s: cache made by encoder %s, redoing it", video_id,
-                     read_feature_meta(cache, video_id).encoder_hash)
+            meta = read_feature_meta(cache, video_id)
+            why = (f"encoder {meta.encoder_hash}" if meta.encoder_hash != encoder_hash
+                   else settings_mismatch(meta.encoder_settings, settings))
+            log.info("%s: cache made otherwise (%s), redoing it", video_id, why)
         video_path = videos_dir / f"{video_id}.mp4"
         try:
             info = probe(video_path)
             features, times = encoder.encode_video(video_path, keypoints_dir / video_id)
             save_features(cache, video_id, features, times=times, stride_frames=encoder.stride_frames, fps=info.fps,
-                          encoder_hash=encoder_hash, duration=info.duration)
+                          encoder_hash=encoder_hash, duration=info.duration, num_frames=info.num_frames,
+                          encoder_settings=settings)
         except (KeyboardInterrupt, SystemExit, ConfigError):
             raise
         except Exception as e:  # one bad video never stops the run

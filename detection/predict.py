@@ -148,6 +148,13 @@ def detect_video(video: str | os.PathLike, *, recognizer: str | os.PathLike, det
         raise ConfigError(f"{detector} was trained on features of recognizer {cfg.data.encoder_hash}, "
                           f"but {recognizer} is {checkpoint_hash(recognizer)}: {hint}")
     encoder = ClipEncoder.from_checkpoint(recognizer, encoder_cfg=cfg.encoder, device=run_device)
+    from detection.dataset import expected_encoder_settings
+    from detection.features import settings_mismatch
+
+    differs = settings_mismatch(encoder.settings, expected_encoder_settings(cfg), found_in="for this video",
+                                expected_in="in training")  # the detector records its training cache's settings
+    if differs:
+        raise ConfigError(f"{detector}: features would be made otherwise than in training: {differs}")
     if encoder.feature_dim != cfg.model.feature_dim:
         raise ConfigError(f"the recognizer gives {encoder.feature_dim} features per step but the detector expects "
                           f"{cfg.model.feature_dim} (model.feature_dim): is it the recognizer it was trained on?")

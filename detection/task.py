@@ -19,7 +19,15 @@ from torch import nn
 
 from detection.assign import assign_targets
 from detection.config import DetectionConfig
-from detection.dataset import FeatureBatch, FeatureSequenceDataset, collate_features
+from detection.dataset import (
+    FeatureBatch,
+    FeatureSequenceDataset,
+    collate_features,
+    expected_encoder_settings,
+    foreign_features,
+    resolve_feature_source,
+    with_trained_encoder,
+)
 from detection.losses import detection_loss
 from detection.model import TemporalDetector
 from detection.postprocess import PREDICTION_COLUMNS, postprocess_detections
@@ -85,7 +93,7 @@ class DetectionTask:
     checkpoint_kind = "detection"
 
     def __init__(self, cfg: DetectionConfig):
-        self.cfg = resolve_feature_dim(cfg)
+        self.cfg = resolve_feature_dim(resolve_feature_source(cfg))
         self._videos: dict[str, list[VideoRecord]] = {}
 
     def videos(self, subset: str) -> list[VideoRecord]:
@@ -105,7 +113,8 @@ class DetectionTask:
             data.feature_path, videos, training=training, max_seq_len=data.max_seq_len,
             crop_prob=data.crop_prob, min_crop_fraction=data.min_crop_fraction,
             min_segment_overlap=data.min_segment_overlap, expected_hash=data.encoder_hash,
-            feature_dim=self.cfg.model.feature_dim)
+            feature_dim=self.cfg.model.feature_dim, expected_settings=expected_encoder_settings(self.cfg),
+            foreign=foreign_features(data))
 
     # -- the Task protocol ------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -196,6 +205,7 @@ def predict_subset(cfg: DetectionConfig, checkpoint: str | os.PathLike, *, subse
     from eval.io import write_detection_predictions
 
     subset = subset or cfg.data.test_subset
+    cfg = with_trained_encoder(cfg, checkpoint)
     run_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     read_checkpoint(checkpoint, kind="detection")  # a bad file is refused before the data is read
     task = DetectionTask(cfg)

@@ -176,3 +176,30 @@ def test_synth_command_calls_the_generator_and_summarises(capsys, tmp_path, monk
     rc, out, _ = run_cli(capsys, "data", "synth", "detection", "--preset", "tiny", "--out", str(out_dir), "--seed", "3")
     assert rc == 0 and calls == [(str(out_dir), "tiny", 3)]
     assert f"to {out_dir}" in out and "train 1 videos / 2 instances" in out and "test 1 videos" in out
+
+
+def test_check_reports_each_video_whose_clocks_disagree(capsys, tmp_path):
+    """29 fps in the annotation, 29.97 in the file, same frames: a clock note; other frames as well: a problem."""
+    ntsc = 30000 / 1001
+    videos = [
+        VideoRecord("train0000", 30 / 29.0, 29.0, 30, [Segment(3, 0.1, 0.5)], "train"),  # MMA-52's case
+        VideoRecord("val0000", 1.0, 25.0, 25, [Segment(40, 0.0, 0.6)], "val"),  # 25 declared, 30 frames at 30 fps
+        VideoRecord("test0000", 1.0, FPS, 30, [Segment(2, 0.2, 0.6)], "test"),
+    ]
+    for v, fps in zip(videos, (ntsc, FPS, FPS)):
+        frames = [np.full((32, 48, 3), 10 * (t % 20), dtype=np.uint8) for t in range(30)]
+        write_video(tmp_path / "videos" / f"{v.video_id}.mp4", frames, fps)
+        _keypoints(tmp_path / "keypoints" / v.video_id, v.video_id, 30, 30)
+    for v in videos:
+        write_mma52_csv([v], tmp_path / f"{v.subset}.csv")
+    rc, out, _ = run_cli(capsys, "data", "check", str(tmp_path), "--report", str(tmp_path / "r.json"))
+    report = json.loads((tmp_path / "r.json").read_text())
+    clocks = {c["video_id"]: c for c in report["clocks"]}
+    assert set(clocks) == {"train0000", "val0000"}
+    assert clocks["train0000"]["clock"] == "annotation" and clocks["train0000"]["decoded_frames"] == 30
+    assert clocks["train0000"]["annotation_fps"] == 29.0 and clocks["train0000"]["container_fps"] == pytest.approx(ntsc)
+    assert clocks["val0000"]["clock"] == "container"
+    assert "train0000: annotation 29 fps / 30 frames, container 29.97 fps / 30 frames, 30 decoded" in out
+    messages = [p["message"] for p in report["problems"]]
+    assert messages == ["30 frames in the file but 25 in the annotations", "30 fps in the file but 25 in the annotations"]
+    assert rc == 1

@@ -156,3 +156,23 @@ def test_detector_api_gives_what_mmad_detect_writes(trained, tmp_path):
     assert table["label"].tolist() == written["label"].tolist()
     for column in ("t_start", "t_end", "score"):
         assert table[column].to_numpy() == pytest.approx(written[column].to_numpy(), abs=1e-4)
+
+
+def test_train_test_and_detect_use_and_check_the_cache_settings(trained, tmp_path):
+    """The detector records its cache's encoder settings; a config or cache that differs is refused by name."""
+    from mmad.engine import read_checkpoint
+
+    stored = read_checkpoint(trained["run"] / "last.pt")["config"]
+    assert {k: stored["encoder"][k] for k in ("window", "window_dilation", "stride_frames", "image_size",
+                                              "resize_short_side")} == {
+        "window": 4, "window_dilation": 1, "stride_frames": 4, "image_size": 64, "resize_short_side": 64}
+    assert stored["data"]["encoder_hash"]
+    # training on a stale cache: the config asks for other windows than the cache holds
+    rc, _, err = run_cli(["detection", "train", "--config", trained["config"], "--out", tmp_path / "run2",
+                          "--set", "encoder.stride_frames=2"])
+    assert rc == 2 and "encoder.stride_frames is 4 in the cache but 2 here" in err
+    assert len(err.strip().splitlines()) == 1
+    # testing with a config whose encoder differs from the detector's training features
+    rc, _, err = run_cli(["detection", "test", "--config", trained["config"], "--checkpoint",
+                          trained["run"] / "last.pt", "--subset", "val", "--set", "encoder.window=8"])
+    assert rc == 2 and "encoder.window" in err

@@ -16,12 +16,15 @@ from detection.encoder import (
     ClipEncoder,
     StreamingBackbone,
     extract_features,
+    extraction_device,
+    resolve_window_dilation,
     sampled_frame_indices,
     shard_videos,
 )
-from detection.features import load_features, read_feature_meta
+from detection.features import has_features, load_features, read_feature_meta
+from detection.timeline import Timeline
 from mmad.config import from_dict, to_dict
-from mmad.errors import DataError
+from mmad.errors import ConfigError, DataError
 from mmad.types import ClipBatch
 from recognition.config import RecognitionConfig
 from recognition.model import build_model
@@ -72,10 +75,19 @@ class _FixedMaps(nn.Module):
 
 
 def naive_features(net, frames, keypoints, boxes, *, window: int, dilation: int = 1) -> torch.Tensor:
-    """Every step through the recognizer's own forward on its window, one window at a time."""
+    """Every step through the recognizer's own forward on its window, one window at a time.
+
+    The backbone's temporal shift sees the whole sequence of frames at the window's spacing (the
+    sampled frames of one phase of the dilation), as the streamed encoder does.
+    """
     length = keypoints.shape[0]
     offsets = (torch.arange(window) - (window - 1) // 2) * dilation
-    maps = net.backbone(frames[None])[0] if net.backbone is not None else None
+    maps = None
+    if net.backbone is not None:
+        phases = [net.backbone(frames[p::dilation][None])[0] for p in range(dilation)]
+        maps = torch.zeros(length, *phases[0].shape[1:])
+        for p, phase_maps in enumerate(phases):
+            maps[p::dilation] = phase_maps
     backbone = net.backbone
     rows = []
     try:
@@ -166,6 +178,17 @@ def test_odd_window_with_dilation_and_entity_tokens():
     torch.testing.assert_close(got[:, : expected.shape[1]], expected, rtol=1e-4, atol=1e-4)
 
 
+def test_dilated_windows_shift_between_frames_at_the_window_spacing():
+    """With dilation 2 the backbone's shift mixes frames 2 sampled frames apart (the training spacing), not 1."""
+    net, cfg = tiny_recognizer("rgb+pose", num_frames=4)
+    frames, keypoints, boxes = random_track(14, seed=4)
+    encoder = make_encoder(net, cfg, window_dilation=2, chunk_frames=3, window_batch=5)
+    got = encoder.encode_frames(frames, keypoints, boxes)
+    with torch.no_grad():
+        expected = naive_features(net, frames, keypoints, boxes, window=4, dilation=2)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_chunked_streaming_equals_one_shot():
     net, cfg = tiny_recognizer("rgb+pose", num_frames=4)
     frames, keypoints, boxes = random_track(17, seed=3)
@@ -216,8 +239,10 @@ def test_extract_cache_rerun_stale_and_bad_video(synth_root, tmp_path):
     assert sorted(report.encoded) == ["train0000", "train0001"] and not report.failed
     array, meta = load_features(features, "train0000", expected_hash=report.encoder_hash)
     assert array.dtype == np.float16 and array.shape == (45, 16)  # 180 frames every 4th
-    assert meta.times[0] == pytest.approx(2 / 30) and meta.times[1] - meta.times[0] == pytest.approx(4 / 30)
+    # step 0 samples frame 2; its 4-frame window holds frames -2, 2, 6, 10 (mean 4)
+    assert meta.times[0] == pytest.approx(4 / 30) and meta.times[1] - meta.times[0] == pytest.approx(4 / 30)
     assert meta.stride_frames == 4 and meta.fps == 30.0 and meta.duration == pytest.approx(6.0)
+    assert meta.num_frames == 180 and meta.encoder_settings["window"] == 4
 
     # a re-run skips the finished videos
     again = extract_features(cfg, checkpoint, subset="train", rank=0, world_size=1)
@@ -273,3 +298,122 @@ def test_ranks_share_the_videos(synth_root, tmp_path, monkeypatch):
     assert sorted(p.stem for p in (tmp_path / "features").glob("*.json")) == sorted(set.union(*done))
     assert json.loads((tmp_path / "features" / "val0000.json").read_text())["stride_frames"] == 4
     assert not any(p.name.startswith("failed") for p in os.scandir(tmp_path / "features"))
+
+
+# ----------------------------------------------------------------------------- the seams: time, identity, spacing, devices
+
+
+class FrameIndexEncoder(ClipEncoder):
+    """An oracle: each step's feature is the mean of the frame indices its window really holds.
+
+    The frame index (plus one) rides in the keypoints' confidence channel, which the crop keeps.
+    """
+
+    def window_features(self, *, keypoints, boxes, rgb_tokens=None, global_features=None):
+        return keypoints[:, :, 0, 2].mean(dim=1, keepdim=True).double() - 1.0
+
+
+def frame_index_keypoints(num_frames: int, frame_size: tuple[int, int]) -> np.ndarray:
+    keypoints = np.zeros((num_frames, J, 3), np.float32)
+    keypoints[:, :, 0], keypoints[:, :, 1] = frame_size[0] / 2, frame_size[1] / 2
+    keypoints[:, :, 2] = np.arange(num_frames, dtype=np.float32)[:, None] + 1
+    return keypoints
+
+
+@pytest.mark.parametrize("window,dilation,stride", [(3, 1, 4), (4, 1, 4), (4, 2, 4), (8, 2, 3), (5, 3, 2)])
+def test_recorded_time_is_the_mean_time_of_the_window_frames(synth_root, window, dilation, stride):
+    """Each cached time, times fps, is the mean of the frame indices the encoder put in that step's window."""
+    from mmad.video import probe
+
+    net, cfg = tiny_recognizer("pose", num_frames=window)
+    encoder = FrameIndexEncoder(net, window=window, stride_frames=stride, image_size=SIZE, resize_short_side=SIZE,
+                                keypoint_layout=cfg.model.keypoint_layout, entity_names=cfg.model.entity_names,
+                                window_dilation=dilation, chunk_frames=7)
+    video = synth_root / "videos" / "train0000.mp4"
+    info = probe(video)
+    features, times = encoder.encode_video(video, frame_index_keypoints(info.num_frames, (info.width, info.height)))
+    used = features[:, 0].astype(np.float64)  # float16 holds integers and halves below 2048 exactly
+    reach = (window - 1) * dilation
+    interior = slice(reach, len(times) - reach)  # windows not clamped at the video's ends
+    assert len(used[interior]) > 5
+    np.testing.assert_allclose(times[interior] * info.fps, used[interior], atol=1e-6)
+    # the timeline that the dataset, the tests and the head use follows the same rule
+    timeline = Timeline.from_stride(fps=info.fps, stride_frames=stride, num_steps=len(times), window=window,
+                                    window_dilation=dilation)
+    np.testing.assert_allclose(timeline.step_times(), times, atol=1e-9)
+
+
+def test_cache_identity_holds_every_setting_and_refuses_a_mismatch(synth_root, tmp_path):
+    net, rcfg = tiny_recognizer("pose", num_frames=4)
+    checkpoint = save_recognizer(tmp_path / "recognizer.pt", net, rcfg)
+    features = tmp_path / "features"
+    cfg = detection_config(synth_root, features)
+    first = extract_features(cfg, checkpoint, subset="val", rank=0, world_size=1)
+    assert first.encoded == ["val0000"]
+    settings = read_feature_meta(features, "val0000").encoder_settings
+    assert settings == {"window": 4, "window_dilation": 1, "stride_frames": 4, "image_size": SIZE,
+                        "resize_short_side": SIZE, "entity_tokens": False, "weights": "model"}
+    for key, value in [("window", 6), ("window_dilation", 2), ("stride_frames", 2), ("image_size", 48),
+                       ("resize_short_side", 96), ("entity_tokens", True)]:
+        changed = {**settings, key: value}
+        assert not has_features(features, "val0000", expected_settings=changed)
+        with pytest.raises(DataError, match=f"encoder.{key} is"):
+            load_features(features, "val0000", expected_settings=changed)
+    # changing a setting in the config re-extracts instead of reusing the stale features
+    cfg.encoder.window = 6
+    rcfg.data.num_frames = 6
+    redone = extract_features(cfg, checkpoint, subset="val", rank=0, world_size=1)
+    assert redone.encoded == ["val0000"] and read_feature_meta(features, "val0000").encoder_settings["window"] == 6
+
+
+def test_caches_with_the_old_step_time_rule_are_refused_and_redone(synth_root, tmp_path):
+    net, rcfg = tiny_recognizer("pose", num_frames=4)
+    checkpoint = save_recognizer(tmp_path / "recognizer.pt", net, rcfg)
+    features = tmp_path / "features"
+    cfg = detection_config(synth_root, features)
+    extract_features(cfg, checkpoint, subset="val", rank=0, world_size=1)
+    path = features / "val0000.json"
+    old = json.loads(path.read_text())
+    for key in ("step_time_rule", "encoder_settings", "num_frames"):
+        old.pop(key)
+    path.write_text(json.dumps(old))
+    with pytest.raises(DataError, match="older mmad"):
+        load_features(features, "val0000")
+    assert not has_features(features, "val0000")
+    assert extract_features(cfg, checkpoint, subset="val", rank=0, world_size=1).encoded == ["val0000"]
+    assert load_features(features, "val0000")[1].encoder_settings["window"] == 4
+
+
+def test_window_spacing_defaults_to_the_recognizer_frame_stride(tmp_path):
+    from detection.config import EncoderConfig
+    from recognition.config import DataConfig
+
+    ma52 = DataConfig(num_frames=8, frame_stride=8)
+    assert resolve_window_dilation(EncoderConfig(stride_frames=4), ma52) == 2
+    assert resolve_window_dilation(EncoderConfig(stride_frames=8), ma52) == 1
+    assert resolve_window_dilation(EncoderConfig(stride_frames=4, window_dilation=2), ma52) == 2
+    with pytest.raises(ConfigError, match="frame_stride=8"):
+        resolve_window_dilation(EncoderConfig(stride_frames=3), ma52)
+    with pytest.raises(ConfigError, match="4 apart.*8 apart"):
+        resolve_window_dilation(EncoderConfig(stride_frames=4, window_dilation=1), ma52)
+    with pytest.raises(ConfigError, match="segment sampling"):
+        resolve_window_dilation(EncoderConfig(stride_frames=4), DataConfig(sampling="segments"))
+    # an encoder built from a checkpoint trained on frames 8 apart spaces its windows the same
+    net, rcfg = tiny_recognizer("pose", num_frames=8)
+    rcfg.data.frame_stride = 8
+    checkpoint = save_recognizer(tmp_path / "recognizer.pt", net, rcfg)
+    encoder = ClipEncoder.from_checkpoint(checkpoint, encoder_cfg=EncoderConfig(stride_frames=4, device="cpu"))
+    assert encoder.window_dilation == 2 and encoder.window == 8
+    assert int(encoder.window_offsets[-1] - encoder.window_offsets[0]) * 4 == 7 * 8  # 8 frames, 8 apart
+
+
+def test_each_torchrun_process_gets_its_own_gpu():
+    torchrun = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}
+    assert extraction_device(None, environ=torchrun, cuda_available=True, device_count=2) == "cuda:1"
+    assert extraction_device("cuda", environ=torchrun, cuda_available=True, device_count=2) == "cuda:1"
+    assert extraction_device("cuda:0", environ=torchrun, cuda_available=True, device_count=2) == "cuda:0"
+    assert extraction_device("cpu", environ=torchrun, cuda_available=True, device_count=2) == "cpu"
+    assert extraction_device(None, environ=torchrun, cuda_available=False, device_count=0) == "cpu"
+    assert extraction_device(None, environ={}, cuda_available=True, device_count=2) == "cuda"
+    with pytest.raises(ConfigError, match="LOCAL_RANK=2 but this machine has 2 GPU"):
+        extraction_device(None, environ={**torchrun, "LOCAL_RANK": "2"}, cuda_available=True, device_count=2)

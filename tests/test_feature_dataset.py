@@ -135,3 +135,93 @@ def test_dataset_reports_missing_and_stale_features(tmp_path):
         FeatureSequenceDataset(tmp_path, [video], expected_hash="new")[0]
     with pytest.raises(DataError, match="feature dim"):
         FeatureSequenceDataset(tmp_path, [video], feature_dim=7)[0]
+
+
+# ----------------------------------------------------------------------------- two clocks, foreign features
+
+
+def test_annotation_clock_is_chosen_through_frame_counts():
+    from detection.timeline import annotation_clock_fps
+
+    ntsc = 30000 / 1001
+    # MMA-52: the CSV says 29 fps for a video that decodes at 29.97; both count 450 frames
+    assert annotation_clock_fps(annotation_fps=29.0, annotation_frames=450, container_fps=ntsc,
+                                container_frames=450) == 29.0
+    # the same fps: one clock
+    assert annotation_clock_fps(annotation_fps=30.0, annotation_frames=450, container_fps=30.0,
+                                container_frames=449) == 30.0
+    # an fps that describes no frame grid of this video (a guess for mmad.json): the video's own clock
+    assert annotation_clock_fps(annotation_fps=30.0, annotation_frames=300, container_fps=25.0,
+                                container_frames=250) == 25.0
+    assert annotation_clock_fps(annotation_fps=29.0, annotation_frames=450, container_fps=ntsc,
+                                container_frames=None) == ntsc
+
+
+def test_labels_and_predictions_stay_in_the_annotation_clock(tmp_path):
+    """29 fps annotation, 29.97 fps video: an instance at frames 300-330 meets the steps of frames 300-330."""
+    from detection.timeline import Timeline
+
+    ntsc = 30000 / 1001
+    stride, window, num_steps = 4, 8, 112
+    timeline = Timeline.from_stride(fps=ntsc, stride_frames=stride, num_steps=num_steps, window=window)
+    save_features(tmp_path, "v", np.zeros((num_steps, 3), np.float32), times=timeline.step_times(),
+                  stride_frames=stride, fps=ntsc, encoder_hash="h", duration=450 / ntsc, num_frames=450)
+    video = VideoRecord("v", duration=450 / 29.0, fps=29.0, num_frames=450, segments=[Segment(5, 300 / 29, 330 / 29)])
+    item = FeatureSequenceDataset(tmp_path, [video])[0]
+    step_frames = timeline.step_times() * ntsc  # mean frame of each step's window
+    expected = (np.array([300.0, 330.0]) - step_frames[0]) / stride
+    np.testing.assert_allclose(item.segments[0].numpy(), expected, atol=1e-4)
+    # a prediction at those steps is written in the ground truth's seconds
+    np.testing.assert_allclose(item.timeline.to_seconds(expected), [300 / 29, 330 / 29], atol=1e-6)
+    assert item.fps == 29.0
+
+
+def write_foreign(folder, video_id, num_steps, feature_dim=5, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    array = np.random.default_rng(seed).normal(size=(num_steps, feature_dim)).astype(np.float32)
+    np.save(folder / f"{video_id}.npy", array)
+    return array
+
+
+def test_foreign_features_are_timed_by_their_stride_window_and_fps(tmp_path):
+    from detection.features import ForeignFeatures
+
+    array = write_foreign(tmp_path, "v", 40)
+    video = VideoRecord("v", duration=5.4, fps=30.0, num_frames=162, segments=[Segment(2, 1.0, 2.0)])
+    spec = ForeignFeatures(stride_frames=4, window=16, fps=30.0)
+    item = FeatureSequenceDataset(tmp_path, [video], foreign=spec)[0]
+    assert item.feats.shape == (5, 40) and np.allclose(item.feats.numpy().T, array)
+    # step n covers frames 4n .. 4n + 15: its time is the mean frame 4n + 7.5 over 30 fps
+    assert item.timeline.start == pytest.approx(7.5 / 30) and item.timeline.step_seconds == pytest.approx(4 / 30)
+    assert item.segments[0, 0] == pytest.approx((30.0 - 7.5) / 4)
+    with pytest.raises(DataError, match="no cached features"):
+        FeatureSequenceDataset(tmp_path, [VideoRecord("w", 1.0, 30.0, 30)], foreign=spec)
+
+
+def test_detection_train_accepts_foreign_npy_features(tmp_path):
+    """`mmad detection train` on ActionFormer-style .npy files (no JSON) with stride, window and fps in the config."""
+    import yaml
+
+    from mmad.cli import main
+    from mmad.datasets.mma52 import write_mmad_json
+
+    root = tmp_path / "data"
+    root.mkdir()
+    videos = []
+    for i, subset in enumerate(["train", "train", "val"]):
+        write_foreign(root / "npy", f"v{i}", 36, feature_dim=6, seed=i)
+        videos.append(VideoRecord(f"v{i}", duration=5.0, fps=30.0, num_frames=150, subset=subset,
+                                  segments=[Segment(1, 0.5, 2.0), Segment(3, 2.5, 4.5)]))
+    write_mmad_json(videos, root / "mmad.json")
+    config = {"data": {"root": str(root), "feature_dir": "npy", "feature_stride_frames": 4, "feature_window": 16,
+                       "feature_fps": 30.0, "num_workers": 0, "val_subset": "val", "test_subset": "val"},
+              "model": {"num_classes": 52, "embed_dim": 16, "num_levels": 2, "num_stem_layers": 1, "num_heads": 2,
+                        "head_convs": 1},
+              "train": {"epochs": 1, "batch_size": 2, "num_workers": 0, "amp": False, "ema": None,
+                        "eval_every": 1, "tensorboard": False, "progress_bar": False},
+              "optim": {"name": "adamw", "lr": 0.001, "warmup_epochs": 0}, "out": str(tmp_path / "run")}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    assert main(["detection", "train", "--config", str(tmp_path / "c.yaml")]) == 0
+    assert (tmp_path / "run" / "last.pt").is_file()
+    assert main(["detection", "train", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run2"),
+                 "--set", "data.feature_window=null"]) == 2  # the window is needed to time the steps

@@ -277,3 +277,29 @@ def test_open_dataset_reads_real_test_labels_of_generated_data(recognition_root)
     other.mkdir(exist_ok=True)
     (other / "test_list_videos.txt").write_text(listed)
     assert all(not r.labeled for r in open_dataset(other).read("test"))
+
+
+def test_clocks_preset_plans_frames_at_the_container_fps_and_seconds_at_the_declared_fps(tmp_path):
+    from mmad.synth.generate import DETECTION_PRESETS, NTSC_FPS, plan_detection
+
+    records, jobs = plan_detection(DETECTION_PRESETS["clocks"], 0, tmp_path)
+    clocks = {(round(j.fps, 3), r.fps) for r, j in zip(records, jobs)}
+    assert clocks == {(25.0, 25.0), (round(NTSC_FPS, 3), 29.0), (60.0, 60.0), (round(NTSC_FPS, 3), NTSC_FPS)}
+    for record, job in zip(records, jobs):
+        assert record.num_frames == job.num_frames and record.duration == pytest.approx(job.num_frames / record.fps)
+        for seg, inst in zip(record.segments, job.instances):
+            # the same frame in both clocks: performed at frame / container fps, annotated at frame / declared fps
+            assert seg.t_start * record.fps == pytest.approx(inst.t_start * job.fps)
+            assert seg.t_end * record.fps == pytest.approx(inst.t_end * job.fps)
+
+
+def test_mmad_json_recovers_every_clock_preset_fps(tmp_path):
+    from mmad.datasets.mma52 import read_mmad_json, write_mmad_json
+    from mmad.synth.generate import DETECTION_PRESETS, plan_detection
+
+    records, _ = plan_detection(DETECTION_PRESETS["clocks_small"], 0, tmp_path)
+    write_mmad_json(records, tmp_path / "mmad.json")
+    back = {r.video_id: r for r in read_mmad_json(tmp_path / "mmad.json")}
+    wrong = [(r.video_id, r.fps, back[r.video_id].fps) for r in records if back[r.video_id].fps != r.fps]
+    # a 60 fps video whose every time falls on even frames also lies on the 30 fps grid; none other may differ
+    assert all(fps == 60.0 and found == 30.0 for _, fps, found in wrong) and len(wrong) <= 1

@@ -2,7 +2,7 @@
 
     mmad data stats FILE [--json] [--subset S] [--split S]
     mmad data check DIR [--skip-bad] [--report FILE] [--no-videos] [--no-keypoints]
-    mmad data synth recognition|detection --preset tiny|small|demo --out DIR [--seed N]
+    mmad data synth recognition|detection --preset tiny|small|demo|clocks|clocks_small --out DIR [--seed N]
     mmad data convert SRC DST --to FORMAT [--from FORMAT] [--split S] [--class-map FILE] [--prefix P]
 """
 
@@ -51,8 +51,9 @@ def register(subparsers) -> None:
         description="Render the MicroPuppet synthetic micro-action dataset in the real on-disk formats: "
                     "'recognition' (MA-52 layout, trimmed clips) or 'detection' (MMA-52 layout, untrimmed).")
     p.add_argument("task", choices=("recognition", "detection"), help="which layout to write")
-    p.add_argument("--preset", default="tiny", choices=("tiny", "small", "demo"),
-                   help="size preset (default tiny: seconds to make)")
+    p.add_argument("--preset", default="tiny", choices=("tiny", "small", "demo", "clocks", "clocks_small"),
+                   help="size preset (default tiny: seconds to make); detection only: clocks, clocks_small (25, "
+                        "29.97 and 60 fps videos, some annotated at 29 fps as MMA-52's are)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=run_synth)
@@ -127,7 +128,11 @@ def run_synth(args) -> int:
     if generate is None:
         print(f"error: this installation has no mmad.synth.generate_{args.task}", file=sys.stderr)
         return 2
-    generate(args.out, preset=args.preset, seed=args.seed)
+    try:
+        generate(args.out, preset=args.preset, seed=args.seed)
+    except ValueError as e:  # a preset this task does not have
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     info = open_dataset(args.out)
     parts = []
     for split in info.splits:

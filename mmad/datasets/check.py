@@ -4,6 +4,13 @@ For every split of a folder in any supported layout: annotation rows that fail t
 out of range, segments outside their video, videos missing or unreadable, video frame count or
 fps disagreeing with the annotations, and keypoint coverage (the fraction of a video's frames
 with a detected person) from OpenPose folders or MA-52 pose pickles.
+
+Two clocks (untrimmed videos): a video whose annotation declares another fps than its container
+(MMA-52: 29 for videos that decode at 29.97) is listed in ``CheckReport.clocks`` with both fps and
+the annotation's, the container's and the decoded frame counts. When the frame counts agree the
+annotation's times are read through frame indices (``frame = t * annotation fps``) and predictions
+are written in the annotation's clock: that is a note, not a problem. Frame counts that disagree
+are a problem (and then the container's clock is used).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class CheckReport:
     keypoint_coverage: dict[str, float] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     usable: dict[str, int] = field(default_factory=dict)
+    clocks: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -56,6 +64,7 @@ class CheckReport:
             "keypoint_coverage_mean": float(np.mean(coverage)) if coverage else None,
             "keypoint_coverage": self.keypoint_coverage,
             "problems": [p.to_dict() for p in self.problems],
+            "clocks": self.clocks,
         }
 
 
@@ -154,16 +163,45 @@ def _check_video(info, rec, report, probed, fps_rtol, frame_tolerance):
     if video_info is None:
         return None
     if isinstance(rec, VideoRecord):
-        if abs(video_info.num_frames - rec.num_frames) > frame_tolerance:
-            report.problems.append(Problem(str(path), None, f"{video_info.num_frames} frames in the file but "
-                                                            f"{rec.num_frames} in the annotations"))
-        if rec.fps > 0 and abs(video_info.fps - rec.fps) > fps_rtol * rec.fps:
-            report.problems.append(Problem(str(path), None, f"{video_info.fps:g} fps in the file but "
-                                                            f"{rec.fps:g} in the annotations"))
+        _check_clock(rec, path, video_info, report, fps_rtol, frame_tolerance)
     elif rec.t_end is not None and rec.t_end > video_info.duration + 0.5 / video_info.fps:
         report.problems.append(Problem(str(path), f"clip {rec.video_id!r}",
                                        f"span ends at {rec.t_end:g} s, after the video's end ({video_info.duration:g} s)"))
     return video_info
+
+
+def count_decoded_frames(path: str | os.PathLike) -> int | None:
+    """Frames of the first video stream, counted packet by packet (no pixel decoding); None if unreadable."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            return sum(1 for packet in container.demux(stream) if packet.size)
+    except (av.error.FFmpegError, OSError, IndexError):
+        return None
+
+
+def _check_clock(rec: VideoRecord, path: Path, video_info, report: CheckReport, fps_rtol: float,
+                 frame_tolerance: int) -> None:
+    """Compare the annotation's fps and frame count with the container's and the decoded count."""
+    decoded = count_decoded_frames(path)
+    frames = decoded if decoded is not None else video_info.num_frames
+    fps_differ = rec.fps > 0 and abs(video_info.fps - rec.fps) > fps_rtol * rec.fps
+    frames_differ = abs(frames - rec.num_frames) > frame_tolerance
+    if frames_differ:
+        report.problems.append(Problem(str(path), None, f"{frames} frames in the file but "
+                                                        f"{rec.num_frames} in the annotations"))
+    if fps_differ and frames_differ:
+        report.problems.append(Problem(str(path), None, f"{video_info.fps:g} fps in the file but "
+                                                        f"{rec.fps:g} in the annotations"))
+    if fps_differ or frames_differ or (decoded is not None and decoded != video_info.num_frames):
+        report.clocks.append({
+            "video": str(path), "video_id": rec.video_id, "annotation_fps": rec.fps,
+            "container_fps": video_info.fps, "annotation_frames": rec.num_frames,
+            "container_frames": video_info.num_frames, "decoded_frames": decoded,
+            "clock": "annotation" if fps_differ and not frames_differ else "container",
+        })
 
 
 def _pickle_tracks(info: DatasetInfo, split: str, report: CheckReport) -> dict[str, np.ndarray] | None:
@@ -223,6 +261,14 @@ def format_report(report: CheckReport) -> str:
         lines.append(f"  {key:<22} {value}")
     for split, n in report.usable.items():
         lines.append(f"  usable {split:<15} {n}")
+    if report.clocks:
+        lines.append(f"  clocks: {len(report.clocks)} video(s) whose annotation fps, container fps or frame "
+                     "counts disagree (predictions use the clock named last):")
+        for c in report.clocks:
+            decoded = "?" if c["decoded_frames"] is None else c["decoded_frames"]
+            lines.append(f"    {c['video_id']}: annotation {c['annotation_fps']:g} fps / {c['annotation_frames']} "
+                         f"frames, container {c['container_fps']:g} fps / {c['container_frames']} frames, "
+                         f"{decoded} decoded -> {c['clock']} clock")
     if report.keypoint_coverage:
         values = np.asarray(list(report.keypoint_coverage.values()))
         lines.append(f"  keypoint coverage      mean {100 * values.mean():.1f}%, min {100 * values.min():.1f}%")

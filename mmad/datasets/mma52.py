@@ -42,8 +42,8 @@ MMA52_CSV_COLUMNS: tuple[str, ...] = ("id", "video_id", "start_frame", "end_fram
 SECONDS_DECIMALS = 4
 # Frame span and class rule of the dummy instance the official files give each hidden-label video.
 DUMMY_END_FRAME = 20
-# Frame rates tried, in order, when a mmad.json entry does not say its fps.
-CANDIDATE_FPS: tuple[float, ...] = (30.0, 29.0, 25.0, 24.0, 60.0, 50.0)
+# Frame rates tried, in order, when a mmad.json entry does not say its fps (30000/1001: NTSC 29.97).
+CANDIDATE_FPS: tuple[float, ...] = (30.0, 29.0, 30000 / 1001, 25.0, 24.0, 60.0, 50.0)
 DEFAULT_FPS = 30.0
 
 

@@ -17,9 +17,12 @@ the real labels in every split (the test split is not hidden), OpenPose JSON key
 ``keypoints/{split}/<stem>/``.
 
 Detection (``generate_detection``): untrimmed videos ``videos/<video_id>.mp4`` with several,
-overlapping action instances, ``{split}.csv`` in the official MMA-52 columns (frames at the
-video's 30 fps), ``mmad.json`` (seconds) and ``keypoints/<video_id>/``. Instance times are whole
-frames, so the CSV frames and the JSON seconds agree exactly. The layout of a video follows the
+overlapping action instances, ``{split}.csv`` in the official MMA-52 columns (frames, and the fps
+the annotation declares), ``mmad.json`` (seconds) and ``keypoints/<video_id>/``. Instance times
+are whole frames, so the CSV frames and the JSON seconds agree exactly. Videos are 30 fps except in
+the ``clocks`` presets, whose videos cycle through 25, 29.97 (30000/1001) and 60 fps and whose
+annotations, for some 29.97 fps videos, declare 29 fps as MMA-52's do: their seconds are
+``frame / 29`` while the video decodes at 29.97, so only frame indices relate the two clocks. The layout of a video follows the
 real MMA-52 training annotations (measured on ``mma52/train.csv``: 4,534 videos, 13,698 instances):
 
 - video duration: 5.0-15.0 s, mean 10.3 s, quantiles 5/25/50/75/95% = 5.1 / 8.3 / 10.6 / 12.5 /
@@ -95,7 +98,9 @@ class RecognitionPreset:
 class DetectionPreset:
     """Size of a detection set: videos and subjects per split, frame size, duration scale.
 
-    ``max_seconds`` caps the video duration (the tiny preset keeps videos short).
+    ``max_seconds`` caps the video duration (the tiny preset keeps videos short). Video ``k`` of a
+    split is encoded at ``fps[k % len(fps)]`` and its annotation declares
+    ``declared_fps[k % len(fps)]`` (None: the video's own fps).
     """
 
     videos: tuple[int, int, int]
@@ -103,7 +108,19 @@ class DetectionPreset:
     height: int = 160
     width: int = 128
     max_seconds: float = 15.0
+    fps: tuple[float, ...] = (FPS,)
+    declared_fps: tuple[float | None, ...] = (None,)
 
+    def clock(self, index: int) -> tuple[float, float]:
+        """``(container fps, annotation fps)`` of video ``index`` of a split."""
+        k = index % len(self.fps)
+        declared = self.declared_fps[k] if k < len(self.declared_fps) else None
+        return self.fps[k], declared or self.fps[k]
+
+
+NTSC_FPS = 30000 / 1001  # "29.97"
+_CLOCK_FPS = (25.0, NTSC_FPS, 60.0, NTSC_FPS)
+_CLOCK_DECLARED = (None, 29.0, None, None)
 
 RECOGNITION_PRESETS: dict[str, RecognitionPreset] = {
     "tiny": RecognitionPreset(clips_per_class=(1, 1, 1), subjects=(3, 2, 2), clip_seconds=(1.0, 1.2),
@@ -115,6 +132,11 @@ DETECTION_PRESETS: dict[str, DetectionPreset] = {
     "tiny": DetectionPreset(videos=(2, 1, 1), subjects=(2, 1, 1), max_seconds=6.0),
     "small": DetectionPreset(videos=(24, 8, 8), subjects=(6, 2, 2)),
     "demo": DetectionPreset(videos=(200, 50, 50), subjects=(24, 6, 6)),
+    # other frame rates, and annotations that declare 29 fps for 29.97 fps videos (as MMA-52's do)
+    "clocks": DetectionPreset(videos=(4, 2, 2), subjects=(2, 1, 1), max_seconds=6.0, fps=_CLOCK_FPS,
+                              declared_fps=_CLOCK_DECLARED),
+    "clocks_small": DetectionPreset(videos=(24, 8, 8), subjects=(6, 2, 2), fps=_CLOCK_FPS,
+                                    declared_fps=_CLOCK_DECLARED),
 }
 
 # MMA-52 train statistics (see the module docstring).
@@ -142,6 +164,7 @@ class RenderJob:
     height: int
     width: int
     seed: tuple[int, ...]
+    fps: float = FPS
 
 
 def _subject_rng(seed: int, subject_id: int) -> np.random.Generator:
@@ -157,7 +180,7 @@ def render_job(job: RenderJob, base_seed: int) -> int:
     rng = np.random.default_rng(list(job.seed))
     # small per-recording camera offset so a subject's clips are not framed identically
     subject.origin = (subject.origin[0] + rng.uniform(-2, 2), subject.origin[1] + rng.uniform(-2, 2))
-    controls = animate(list(job.instances), job.num_frames, FPS, rng)
+    controls = animate(list(job.instances), job.num_frames, job.fps, rng)
     skeletons = [skeleton(subject, controls, t) for t in range(job.num_frames)]
     keypoint_rng = np.random.default_rng([*job.seed, 1])
     body = np.zeros((job.num_frames, 25, 3), np.float32)
@@ -171,7 +194,7 @@ def render_job(job: RenderJob, base_seed: int) -> int:
     frame_rng = np.random.default_rng([*job.seed, 2])
     flicker = 1.0 + subject.flicker * np.cumsum(frame_rng.standard_normal(job.num_frames)) / np.sqrt(job.num_frames)
     frames = (render_frame(subject, sk, frame_rng, light=float(flicker[t])) for t, sk in enumerate(skeletons))
-    write_video(job.video_path, frames, FPS)
+    write_video(job.video_path, frames, job.fps)
     return job.num_frames
 
 
@@ -417,7 +440,11 @@ def plan_video_segments(
 
 
 def plan_detection(preset: DetectionPreset, seed: int, root: Path) -> tuple[list[VideoRecord], list[RenderJob]]:
-    """Video records (all splits) and their render jobs (nothing is written)."""
+    """Video records (all splits) and their render jobs (nothing is written).
+
+    Instances are planned in frames of the video; the render job performs them at the container's
+    fps, the record states them (and the duration) in seconds of the fps the annotation declares.
+    """
     subjects = _subject_ids(preset.subjects)
     records: list[VideoRecord] = []
     jobs: list[RenderJob] = []
@@ -426,25 +453,27 @@ def plan_detection(preset: DetectionPreset, seed: int, root: Path) -> tuple[list
         for index in range(n_videos):
             job_seed = (seed, _KIND_CODES["detection"], _SPLIT_CODES[split], index)
             rng = np.random.default_rng([*job_seed, 3])
-            num_frames = int(round(_sample_video_seconds(rng, preset.max_seconds) * FPS))
-            duration = num_frames / FPS
+            fps, declared = preset.clock(index)
+            num_frames = int(round(_sample_video_seconds(rng, preset.max_seconds) * fps))
+            duration = num_frames / fps
             segments, instances = [], []
             for label, t_start, t_end in plan_video_segments(duration, rng, class_counts):
-                f_start = int(round(t_start * FPS))
-                f_end = min(num_frames, max(f_start + 1, int(round(t_end * FPS))))
-                segments.append(Segment(label, f_start / FPS, f_end / FPS))
-                instances.append(sample_instance(label, f_start / FPS, f_end / FPS, rng))
+                f_start = int(round(t_start * fps))
+                f_end = min(num_frames, max(f_start + 1, int(round(t_end * fps))))
+                segments.append(Segment(label, f_start / declared, f_end / declared))
+                instances.append(sample_instance(label, f_start / fps, f_end / fps, rng))
             video_id = f"{split}{index:04d}"
             subject = subjects[split][index % len(subjects[split])]
             records.append(VideoRecord(
-                video_id=video_id, duration=duration, fps=FPS, num_frames=num_frames, segments=segments,
+                video_id=video_id, duration=num_frames / declared, fps=declared, num_frames=num_frames,
+                segments=segments,
                 subset=split, labeled=True, path=f"videos/{video_id}.mp4",
             ))
             jobs.append(RenderJob(
                 video_path=str(root / "videos" / f"{video_id}.mp4"),
                 keypoint_folder=str(root / "keypoints" / video_id), video_id=video_id, subject_id=subject,
                 num_frames=num_frames, instances=tuple(instances), height=preset.height, width=preset.width,
-                seed=job_seed,
+                seed=job_seed, fps=fps,
             ))
     return records, jobs
 
@@ -454,7 +483,9 @@ def generate_detection(out: str | os.PathLike, *, preset: str = "tiny", seed: in
     """Write a MicroPuppet detection set (MMA-52 layout) to ``out``; returns the root path.
 
     Presets: ``tiny`` (2 / 1 / 1 videos of at most 6 s, for tests), ``small`` (24 / 8 / 8),
-    ``demo`` (200 / 50 / 50). Returns at once when ``out`` already holds this preset and seed.
+    ``demo`` (200 / 50 / 50), and with 25 / 29.97 / 60 fps videos, some annotated at 29 fps:
+    ``clocks`` (4 / 2 / 2 videos of at most 6 s, for tests), ``clocks_small`` (24 / 8 / 8).
+    Returns at once when ``out`` already holds this preset and seed.
     """
     from mmad.datasets.mma52 import write_mma52_csv, write_mmad_json
 
