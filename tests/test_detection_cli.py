@@ -65,11 +65,11 @@ def setup(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(setup):
-    rc, out, err = run_cli(["detection", "extract", "--config", setup["config"], "--recognizer", setup["recognizer"]])
+    rc, out, err = run_cli(["detection", "extract", "--config", setup["config"], "--checkpoint", setup["recognizer"]])
     assert rc == 0, err
     assert "encoded 4 video(s)" in out
     rc, out_again, _ = run_cli(["detection", "extract", "--config", setup["config"],
-                                "--recognizer", setup["recognizer"]])
+                                "--checkpoint", setup["recognizer"]])
     assert rc == 0 and "encoded 0 video(s)" in out_again and "4 already cached" in out_again
     rc, train_out, err = run_cli(["detection", "train", "--config", setup["config"]])
     assert rc == 0, err
@@ -87,7 +87,7 @@ def test_train_then_test_prints_the_table_and_writes_the_csv(trained):
     assert "run folder:" in trained["train_out"] and (trained["run"] / "last.pt").is_file()
     predictions = trained["base"] / "val_predictions.csv"
     rc, out, err = run_cli(["detection", "test", "--config", trained["config"], "--checkpoint",
-                            trained["run"] / "last.pt", "--subset", "val", "--predictions", predictions])
+                            trained["run"] / "last.pt", "--split", "val", "--pred", predictions])
     assert rc == 0, err
     assert "mAP@0.5" in out and "Average" in out and "0.9" in out
     table = pd.read_csv(predictions, index_col=0)
@@ -133,5 +133,5 @@ def test_detect_without_keypoints_or_pose_extra_says_what_to_do(trained, tmp_pat
 
 
 def test_missing_recognizer_is_a_one_line_error(setup, tmp_path):
-    rc, _, err = run_cli(["detection", "extract", "--config", setup["config"], "--recognizer", tmp_path / "none.pt"])
+    rc, _, err = run_cli(["detection", "extract", "--config", setup["config"], "--checkpoint", tmp_path / "none.pt"])
     assert rc == 2 and "none.pt" in err and len(err.strip().splitlines()) == 1
