@@ -87,6 +87,9 @@ def test_a_wrong_set_key_blames_the_command_line_and_searches_every_section(tmp_
                             "(did you mean 'data.num_frames'?)")
     with pytest.raises(ConfigError, match=r"^--set data\.num_frame=3: unknown .*'data\.num_frames'"):
         load_config(Tree, p, overrides=["data.num_frame=3"])
+    # a field of the same name in another section beats a similar-looking path in this one
+    with pytest.raises(ConfigError, match=r"did you mean 'data\.root'\?"):
+        load_config(Tree, p, overrides=["model.root=/x"])
 
 
 def test_a_wrong_yaml_value_blames_the_file_with_the_field_path(tmp_path):

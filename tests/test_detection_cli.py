@@ -95,6 +95,30 @@ def test_train_then_test_prints_the_table_and_writes_the_csv(trained):
     assert set(table["video_id"]) <= {"val0000"}
 
 
+def test_test_reads_the_checkpoints_config_and_writes_beside_it(trained):
+    rc, out, err = run_cli(["detection", "test", "--checkpoint", trained["run"] / "last.pt", "--split", "val"])
+    assert rc == 0, err
+    written = trained["run"] / "predictions_val.csv"
+    assert f"predictions: {written}" in out and written.is_file()
+
+
+def test_extract_out_and_in_dataset(setup, tmp_path):
+    """--out names the feature folder; --in-dataset writes into DATA/features; nothing else in the dataset."""
+    before = {p for p in setup["root"].rglob("*")}
+    rc, out, err = run_cli(["detection", "extract", "--config", setup["config"], "--checkpoint", setup["recognizer"],
+                            "--split", "val", "--out", tmp_path / "feats"])
+    assert rc == 0, err
+    assert sorted(p.name for p in (tmp_path / "feats").iterdir()) == ["val0000.json", "val0000.npy"]
+    assert {p for p in setup["root"].rglob("*")} == before
+    rc, out, err = run_cli(["detection", "extract", "--config", setup["config"], "--checkpoint", setup["recognizer"],
+                            "--split", "val", "--in-dataset"])
+    assert rc == 0, err
+    assert (setup["root"] / "features" / "val0000.npy").is_file()
+    import shutil
+
+    shutil.rmtree(setup["root"] / "features")
+
+
 def test_detect_writes_json_csv_and_timeline(trained, tmp_path):
     root = trained["root"]
     rc, out, err = run_cli(["detect", root / "videos" / "val0000.mp4", "--keypoints", root / "keypoints" / "val0000",
