@@ -49,6 +49,10 @@ def _fail(where: str, problem: str) -> ConfigError:
 
 
 def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    if typing.get_origin(tp) is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
     return getattr(tp, "__name__", str(tp))
 
 
@@ -118,6 +122,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise _fail(where, f"expected a number, got {value!r}")
         return float(value)
     if tp is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # `out: 2024`, `--set out=2024`
+            return str(value)
         if not isinstance(value, str):
             raise _fail(where, f"expected a string, got {value!r}")
         return value

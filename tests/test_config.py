@@ -106,6 +106,9 @@ def test_a_wrong_yaml_value_blames_the_file_with_the_field_path(tmp_path):
         load_config(Tree, p, overrides=["model.widths.a=wide"])
     with pytest.raises(ConfigError, match=r"^--set data=3: data: expected a mapping"):
         load_config(Tree, p, overrides=["data=3"])
+    with pytest.raises(ConfigError, match=r"^--set path=\[1\]: path: \[1\] is not a valid str \| null$"):
+        load_config(Outer, None, overrides=["path=[1]"])
+    assert load_config(Tree, p, overrides=["out=2024"]).out == "2024"
 
 
 def test_base_files_merge_under_the_file(tmp_path):
