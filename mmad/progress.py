@@ -146,7 +146,7 @@ class Progress:
         text = f"{self.desc}: {done} {units}"
         if self.total:
             text += f" ({100 * self.count / self.total:.0f}%)"
-        text += f", {rate:.3g} {units}/s" if rate >= 0.1 else f", {1 / rate:.1f} s/{self.unit}" if rate else ""
+        text += f", {rate:.3g} {units}/s" if rate >= 1 else f", {1 / rate:.3g} s/{self.unit}" if rate else ""
         if self.total and rate > 0 and self.count < self.total:
             text += f", ETA {_format_seconds((self.total - self.count) / rate)}"
         elif self.total and self.count >= self.total:

@@ -135,6 +135,8 @@ def test_progress_lines_have_rate_and_eta():
     bar.count, bar.started = 30, bar.started - 12.0  # 30 videos in 12 s
     line = bar.line()
     assert line.startswith("extract: 30/300 videos (10%), 2.5 videos/s, ETA 1:48"), line
+    bar.count = 3  # 3 videos in 12 s: slower than one a second reads as seconds per video
+    assert bar.line() == "extract: 3/300 videos (1%), 4 s/video, ETA 19:48"
 
 
 def test_main_leaves_logging_as_it_was():
