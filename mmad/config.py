@@ -182,7 +182,8 @@ def suggest_key(cls: type, key: str) -> str:
     same_name = [p for p in paths if p.rsplit(".", 1)[-1] == leaf]
     if same_name:
         return difflib.get_close_matches(key, same_name, n=1, cutoff=0.0)[0]
-    match = difflib.get_close_matches(key, paths, n=1, cutoff=0.6)
+    sections = {p.rsplit(".", i)[0] for p in paths for i in range(1, p.count(".") + 1)}
+    match = difflib.get_close_matches(key, paths + sorted(sections), n=1, cutoff=0.6)
     if match:
         return match[0]
     leaves = {p.rsplit(".", 1)[-1]: p for p in paths}

@@ -90,6 +90,8 @@ def test_a_wrong_set_key_blames_the_command_line_and_searches_every_section(tmp_
     # a field of the same name in another section beats a similar-looking path in this one
     with pytest.raises(ConfigError, match=r"did you mean 'data\.root'\?"):
         load_config(Tree, p, overrides=["model.root=/x"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'modle' \(did you mean 'model'\?"):
+        load_config(Tree, p, overrides=["modle.dim=3"])
 
 
 def test_a_wrong_yaml_value_blames_the_file_with_the_field_path(tmp_path):
