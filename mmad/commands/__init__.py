@@ -12,6 +12,15 @@ import argparse
 import sys
 
 
+class ExampleFormatter(argparse.HelpFormatter):
+    """Wraps the description as usual but prints an ``example: mmad ...`` epilog on one line (copyable)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("example"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def add_group(subparsers, name: str, help: str) -> argparse._SubParsersAction:
     """Add a command group (``mmad NAME ...``) and return its sub-parsers."""
     p = subparsers.add_parser(name, help=help, description=help)

@@ -8,9 +8,7 @@ What ``show`` prints is what a run folder keeps as ``config.yaml``: every field,
 
 from __future__ import annotations
 
-import argparse
-
-from mmad.commands import add_group
+from mmad.commands import ExampleFormatter, add_group
 from mmad.errors import ConfigError
 
 KINDS = ("recognition", "detection")
@@ -25,7 +23,7 @@ def register(subparsers) -> None:
                     "--set, check every field and print the whole config as YAML: what a run folder keeps "
                     "as config.yaml. A checkpoint prints the config stored in it.",
         epilog="example: mmad config show configs/recognition/micropuppet.yaml --set data.num_frames=16",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=ExampleFormatter)
     p.add_argument("config", metavar="CONFIG", help="YAML config file, or a checkpoint (.pt)")
     p.add_argument("--kind", choices=KINDS,
                    help="which config tree (default: from the file's sections, else its folder)")
@@ -36,7 +34,7 @@ def register(subparsers) -> None:
     p = sub.add_parser("list", help="list the configs shipped with the package",
                        description="The configs that ship with the package; any of them can be given by "
                                    "this name to --config from any folder.",
-                       epilog="example: mmad config list", formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog="example: mmad config list", formatter_class=ExampleFormatter)
     p.set_defaults(func=run_list)
 
 

@@ -7,10 +7,9 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
-from mmad.commands import add_group, add_split_flag
+from mmad.commands import ExampleFormatter, add_group, add_split_flag
 
 
 def register(subparsers) -> None:
@@ -22,7 +21,7 @@ def register(subparsers) -> None:
                     "video and the fraction of overlapping instances, for any supported annotation file: "
                     "MA-52 list (.txt), MMA-52 CSV or mmad.json, iMiGUE labels CSV.",
         epilog="example: mmad data stats data/micropuppet/detection/mmad.json --split val",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=ExampleFormatter)
     p.add_argument("file", metavar="FILE", help="annotation file")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     add_split_flag(p, "only this split: the subset of mmad.json / an MMA-52 CSV (train, val, test), the "
@@ -38,7 +37,7 @@ def register(subparsers) -> None:
                     "against the annotations, keypoint coverage. Prints counts and every problem. Exit status: "
                     "0 no problems, 1 problems, 2 not a dataset folder.",
         epilog="example: mmad data check data/micropuppet/detection --report check.json",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=ExampleFormatter)
     p.add_argument("root", metavar="DIR", help="dataset folder")
     p.add_argument("--skip-bad", action="store_true",
                    help="bad items are listed (and written to --report) but only make the exit status 1 when a "
@@ -55,7 +54,7 @@ def register(subparsers) -> None:
         description="Render the MicroPuppet synthetic micro-action dataset in the real on-disk formats: "
                     "'recognition' (MA-52 layout, trimmed clips) or 'detection' (MMA-52 layout, untrimmed).",
         epilog="example: mmad data synth detection --preset tiny --out data/micropuppet/detection",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=ExampleFormatter)
     p.add_argument("task", choices=("recognition", "detection"), help="which layout to write")
     p.add_argument("--preset", default="tiny", choices=("tiny", "small", "demo"),
                    help="size preset (default tiny: seconds to make)")

@@ -16,9 +16,8 @@ The stage code (torch, the models, the data) is imported inside the handlers.
 
 from __future__ import annotations
 
-import argparse
-
 from mmad.commands import (
+    ExampleFormatter,
     add_config_flags,
     add_deprecated,
     add_device_flag,
@@ -45,7 +44,7 @@ def register(subparsers) -> None:
                     "status 1 when some videos failed.",
         epilog="example: mmad detection extract --config configs/detection/micropuppet.yaml "
                "--checkpoint runs/rec/best.pt --data data/micropuppet/detection --out runs/features/micropuppet",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=ExampleFormatter)
     # not required= here: the old spelling --recognizer must satisfy it too (checked in run_extract)
     p.add_argument("--checkpoint", metavar="K", help="(required) a checkpoint of 'mmad recognition train'")
     add_deprecated(p, "--recognizer", "--checkpoint", metavar="K")
@@ -64,7 +63,7 @@ def register(subparsers) -> None:
                     "last.pt, best.pt (best validation average mAP), metrics.jsonl, train.log and config.yaml.",
         epilog="example: mmad detection train --config configs/detection/micropuppet.yaml "
                "--set data.feature_dir=runs/features/micropuppet --out runs/det --epochs 5",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=ExampleFormatter)
     add_run_flags(p, example="data.max_seq_len=128")
     add_device_flag(p)
     p.set_defaults(func=run_train)
@@ -75,7 +74,7 @@ def register(subparsers) -> None:
                     "challenge CSV (default predictions_<split>.csv next to the checkpoint, or in --out) and, "
                     "when the split is labelled, print mAP at tIoU 0.1-0.9, their average and mAP@0.5.",
         epilog="example: mmad detection test --checkpoint runs/det/best.pt --split val",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=ExampleFormatter)
     p.add_argument("--checkpoint", required=True, metavar="K", help="a checkpoint of 'mmad detection train'")
     add_config_flags(p, checkpoint_config=True, example="postprocess.max_segments=50")
     add_split_flag(p, "split to detect on (default: data.test_subset)")

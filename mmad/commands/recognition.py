@@ -15,10 +15,10 @@ The stage code (torch, the model, the data) is imported inside the handlers.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from mmad.commands import (
+    ExampleFormatter,
     add_config_flags,
     add_deprecated,
     add_device_flag,
@@ -41,7 +41,7 @@ def register(subparsers) -> None:
                     "config.yaml, tb/ and skipped.txt (clips that could not be loaded).",
         epilog="example: mmad recognition train --config configs/recognition/micropuppet.yaml "
                "--data data/micropuppet/recognition --out runs/rec --set data.num_frames=16",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=ExampleFormatter)
     add_run_flags(p)
     add_device_flag(p)
     p.set_defaults(func=run_train)
@@ -52,7 +52,7 @@ def register(subparsers) -> None:
                     "per_class_<split>.csv, confusion_<split>.csv/.png (labelled splits) and, when asked, "
                     "the MA-52 submission CSV, into the checkpoint's folder (or --out).",
         epilog="example: mmad recognition test --checkpoint runs/rec/best.pt --split val --views 2x3",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=ExampleFormatter)
     p.add_argument("--checkpoint", required=True, metavar="K", help="a checkpoint written by 'mmad recognition train'")
     add_config_flags(p, checkpoint_config=True)
     p.add_argument("--views", default="1x1", metavar="CLIPSxCROPS",
@@ -70,7 +70,7 @@ def register(subparsers) -> None:
                     "training step.",
         epilog="example: mmad recognition profile --config configs/recognition/micropuppet.yaml --frames 8 "
                "--size 112",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=ExampleFormatter)
     add_config_flags(p, data=False)
     p.add_argument("--frames", type=int, help="frames per clip (default: data.num_frames)")
     p.add_argument("--size", type=int, help="frame size in pixels (default: data.image_size)")
@@ -83,7 +83,7 @@ def register(subparsers) -> None:
                     "Fig. 5: ST-only, TS-only and dual). Files go to the checkpoint's folder/interpret (or --out).",
         epilog="example: mmad recognition interpret --checkpoint runs/rec/best.pt "
                "--compare st=runs/rec_st/best.pt ts=runs/rec_ts/best.pt --split val",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=ExampleFormatter)
     p.add_argument("--checkpoint", required=True, metavar="K", help="the main (dual-path) checkpoint")
     add_config_flags(p, checkpoint_config=True)
     p.add_argument("--compare", nargs="*", default=[], metavar="NAME=CHECKPOINT",
