@@ -1,6 +1,7 @@
 """The detection config tree: ``DetectionConfig(data, model, loss, train, optim, postprocess, out)``.
 
-Paths in ``data`` are relative to ``data.root`` unless absolute. ``model.regression_ranges`` left
+Input paths in ``data`` are relative to ``data.root`` unless absolute; the feature cache
+``data.feature_dir`` is an output, relative to the working directory like ``out``. ``model.regression_ranges`` left
 empty means ranges doubling per level from [0, 4] steps (see detection.assign).
 """
 
@@ -19,7 +20,9 @@ class DetectionDataConfig:
 
     root: str = "data/mma52"
     annotation_file: str = "mmad.json"  # mmad.json or an official CSV; relative to root
-    feature_dir: str = "features"  # the cache written by `mmad detection extract`; relative to root
+    # the cache written by `mmad detection extract`; relative to the working directory (like `out`),
+    # so a read-only dataset works; an absolute path may point into the dataset
+    feature_dir: str = "runs/features"
     train_subset: str = "train"
     val_subset: str | None = "val"  # null: train without validation
     test_subset: str = "test"
@@ -46,7 +49,7 @@ class DetectionDataConfig:
 
     @property
     def feature_path(self) -> Path:
-        return self.resolve(self.feature_dir)
+        return Path(self.feature_dir)
 
 
 @dataclass

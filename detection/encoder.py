@@ -759,7 +759,9 @@ def extract_features(cfg: DetectionConfig, recognizer: str | os.PathLike, *, sub
     keypoints_dir = cfg.data.resolve(cfg.encoder.keypoints_dir)
     started = time.perf_counter()
     settings = encoder.settings
-    for position, video_id in enumerate(mine, 1):
+    from mmad.progress import progress
+
+    for position, video_id in enumerate(progress(mine, desc="extract", unit="video"), 1):
         if has_features(cache, video_id, expected_hash=encoder_hash, expected_settings=settings):
             report.already_done.append(video_id)
             continue
@@ -784,7 +786,7 @@ def extract_features(cfg: DetectionConfig, recognizer: str | os.PathLike, *, sub
             continue
         report.encoded.append(video_id)
         report.num_steps += int(features.shape[0])
-        log.info("[%d/%d] %s: %d steps", position, len(mine), video_id, features.shape[0])
+        log.debug("[%d/%d] %s: %d steps", position, len(mine), video_id, features.shape[0])
     report.seconds = time.perf_counter() - started
     lock.release()
     failed_file = Path(cache) / f"failed_rank{rank}.txt"

@@ -214,7 +214,10 @@ def predict_subset(cfg: DetectionConfig, checkpoint: str | os.PathLike, *, subse
     model.eval()
     loader = build_eval_loader(task.dataset(subset, training=False), task.collate, batch_size=batch_size,
                                num_workers=cfg.data.num_workers)
-    predictions = task.predict(model, loader, device=run_device)
+    from mmad.progress import progress
+
+    shown = progress(loader, desc=f"detect {subset}", unit="batch")
+    predictions = task.predict(model, shown, device=run_device)
     out_path = Path(predictions_path) if predictions_path else Path(cfg.out) / f"predictions_{subset}.csv"
     write_detection_predictions(out_path, predictions)
     truth = ground_truth_table(task.videos(subset))

@@ -299,7 +299,10 @@ def predict(cfg: RecognitionConfig, checkpoint: str | Path, *, split: str | None
     model.eval()
     loader = build_eval_loader(dataset, ClipBatch.collate, batch_size=cfg.train.eval_batch_size or cfg.train.batch_size,
                                num_workers=cfg.train.num_workers, pin_memory=dev.type == "cuda")
-    return collect_predictions(model, loader, device=dev)
+    from mmad.progress import progress
+
+    shown = progress(loader, desc=f"predict {split or cfg.data.test_split}", unit="batch")
+    return collect_predictions(model, shown, device=dev)
 
 
 @dataclass

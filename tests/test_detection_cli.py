@@ -65,11 +65,11 @@ def setup(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(setup):
-    rc, out, err = run_cli(["detection", "extract", "--config", setup["config"], "--recognizer", setup["recognizer"]])
+    rc, out, err = run_cli(["detection", "extract", "--config", setup["config"], "--checkpoint", setup["recognizer"]])
     assert rc == 0, err
     assert "encoded 4 video(s)" in out
     rc, out_again, _ = run_cli(["detection", "extract", "--config", setup["config"],
-                                "--recognizer", setup["recognizer"]])
+                                "--checkpoint", setup["recognizer"]])
     assert rc == 0 and "encoded 0 video(s)" in out_again and "4 already cached" in out_again
     rc, train_out, err = run_cli(["detection", "train", "--config", setup["config"]])
     assert rc == 0, err
@@ -87,7 +87,7 @@ def test_train_then_test_prints_the_table_and_writes_the_csv(trained):
     assert "run folder:" in trained["train_out"] and (trained["run"] / "last.pt").is_file()
     predictions = trained["base"] / "val_predictions.csv"
     rc, out, err = run_cli(["detection", "test", "--config", trained["config"], "--checkpoint",
-                            trained["run"] / "last.pt", "--subset", "val", "--predictions", predictions,
+                            trained["run"] / "last.pt", "--split", "val", "--pred", predictions,
                             "--diagnose", trained["base"] / "diagnosis"])
     assert rc == 0, err
     assert "mAP@0.5" in out and "Average" in out and "0.9" in out
@@ -95,6 +95,30 @@ def test_train_then_test_prints_the_table_and_writes_the_csv(trained):
     table = pd.read_csv(predictions, index_col=0)
     assert list(table.columns) == ["video_id", "t_start", "t_end", "class", "score"]
     assert set(table["video_id"]) <= {"val0000"}
+
+
+def test_test_reads_the_checkpoints_config_and_writes_beside_it(trained):
+    rc, out, err = run_cli(["detection", "test", "--checkpoint", trained["run"] / "last.pt", "--split", "val"])
+    assert rc == 0, err
+    written = trained["run"] / "predictions_val.csv"
+    assert f"predictions: {written}" in out and written.is_file()
+
+
+def test_extract_out_and_in_dataset(setup, tmp_path):
+    """--out names the feature folder; --in-dataset writes into DATA/features; nothing else in the dataset."""
+    before = {p for p in setup["root"].rglob("*")}
+    rc, out, err = run_cli(["detection", "extract", "--config", setup["config"], "--checkpoint", setup["recognizer"],
+                            "--split", "val", "--out", tmp_path / "feats"])
+    assert rc == 0, err
+    assert sorted(p.name for p in (tmp_path / "feats").iterdir()) == ["val0000.json", "val0000.npy"]
+    assert {p for p in setup["root"].rglob("*")} == before
+    rc, out, err = run_cli(["detection", "extract", "--config", setup["config"], "--checkpoint", setup["recognizer"],
+                            "--split", "val", "--in-dataset"])
+    assert rc == 0, err
+    assert (setup["root"] / "features" / "val0000.npy").is_file()
+    import shutil
+
+    shutil.rmtree(setup["root"] / "features")
 
 
 def test_detect_writes_json_csv_and_timeline(trained, tmp_path):
@@ -137,7 +161,7 @@ def test_detect_without_keypoints_or_pose_extra_says_what_to_do(trained, tmp_pat
 
 
 def test_missing_recognizer_is_a_one_line_error(setup, tmp_path):
-    rc, _, err = run_cli(["detection", "extract", "--config", setup["config"], "--recognizer", tmp_path / "none.pt"])
+    rc, _, err = run_cli(["detection", "extract", "--config", setup["config"], "--checkpoint", tmp_path / "none.pt"])
     assert rc == 2 and "none.pt" in err and len(err.strip().splitlines()) == 1
 
 
@@ -174,5 +198,5 @@ def test_train_test_and_detect_use_and_check_the_cache_settings(trained, tmp_pat
     assert len(err.strip().splitlines()) == 1
     # testing with a config whose encoder differs from the detector's training features
     rc, _, err = run_cli(["detection", "test", "--config", trained["config"], "--checkpoint",
-                          trained["run"] / "last.pt", "--subset", "val", "--set", "encoder.window=8"])
+                          trained["run"] / "last.pt", "--split", "val", "--set", "encoder.window=8"])
     assert rc == 2 and "encoder.window" in err

@@ -44,7 +44,7 @@ def make_root(root, *, num_train=12, num_val=4, seed=0):
 
 def small_config(root, out, **data):
     return from_dict(DetectionConfig, {
-        "data": {"root": str(root), "encoder_hash": "enc1", "val_subset": "val", "test_subset": "val",
+        "data": {"root": str(root), "feature_dir": str(root / "features"), "encoder_hash": "enc1", "val_subset": "val", "test_subset": "val",
                  "num_workers": 0, "crop_prob": 0.3, **data},
         "model": {"feature_dim": FEATURE_DIM, "num_classes": NUM_CLASSES, "embed_dim": 32, "num_levels": 3,
                   "num_stem_layers": 1, "num_heads": 4, "window_size": 9, "head_convs": 1, "dropout": 0.0},

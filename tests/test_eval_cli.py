@@ -50,7 +50,7 @@ def test_detection_equals_the_official_script_on_real_validation(shared_datasets
     pred = noisy_predictions(gt, np.random.default_rng(1), rows=1000)
     pred_path = write_detection_predictions(tmp_path / "pred.csv", pred)
     argv = ["eval", "detection", "--gt", str(shared_datasets / "mma52" / source), "--pred", str(pred_path)]
-    report = run_json(capsys, argv + (["--subset", "val"] if source == "mmad.json" else []))
+    report = run_json(capsys, argv + (["--split", "val"] if source == "mmad.json" else []))
 
     official_ap = official_style_map(*to_official_frames(gt, pred), num_classes=52)
     official_map = official_ap.mean(axis=1)
@@ -90,7 +90,7 @@ def test_detection_subset_and_hidden_labels(shared_datasets, tmp_path, capsys):
     pred_path = tmp_path / "p.csv"
     pred_path.write_text(",video_id,t_start,t_end,class,score\n0,val0000,0,1,0,0.5\n")
     assert main(["eval", "detection", "--gt", str(shared_datasets / "mma52" / "mmad.json"), "--pred", str(pred_path)]) == 2
-    assert "--subset" in capsys.readouterr().err
+    assert "--split" in capsys.readouterr().err
     assert main(["eval", "detection", "--gt", str(shared_datasets / "mma52" / "test.csv"), "--pred", str(pred_path)]) == 2
     assert "hidden" in capsys.readouterr().err
 

@@ -83,7 +83,7 @@ def test_test_writes_metrics_tables_and_submission(trained, train_output, capsys
     out = trained["base"] / "report"
     submission = out / "submission.csv"
     rc = main(["recognition", "test", "--config", str(trained["config"]), "--checkpoint", str(run / "best.pt"),
-               "--split", "val", "--views", "1x2", "--out", str(out), "--submission", str(submission)])
+               "--split", "val", "--views", "1x2", "--out", str(out), "--pred", str(submission)])
     assert rc == 0
     stdout = capsys.readouterr().out
     assert "Action Top-1" in stdout and "F1mean" in stdout
@@ -129,6 +129,24 @@ def test_interpret_writes_routing_and_comparison(trained, train_output, capsys):
     groups = pd.read_csv(out / "group_accuracy_val.csv")
     assert set(groups["model"]) == {"dual", "copy"} and {"position", "motion", "all"} <= set(groups.columns)
     assert (out / "routing_by_class_val.png").is_file() and (out / "per_class_comparison_val.png").is_file()
+
+
+def test_test_and_interpret_read_the_checkpoints_config(trained, train_output, capsys):
+    """No --config: the checkpoint's stored config builds the model and finds the data; outputs go
+    next to the checkpoint."""
+    run = trained["run"]
+    capsys.readouterr()
+    assert main(["recognition", "test", "--checkpoint", str(run / "best.pt"), "--split", "val"]) == 0
+    assert (run / "metrics_val.json").is_file()
+    assert main(["recognition", "interpret", "--checkpoint", str(run / "best.pt"),
+                 "--compare", f"copy={run / 'last.pt'}"]) == 0
+    assert (run / "interpret" / "per_class_comparison_val.csv").is_file()
+    capsys.readouterr()
+    assert main(["recognition", "test", "--checkpoint", str(run / "best.pt"), "--split", "val",
+                 "--set", "model.num_frames=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: --set model.num_frames=2: unknown config key 'model.num_frames' "
+                   "(did you mean 'data.num_frames'?)")
 
 
 def test_user_mistakes_exit_2_with_one_line(trained, capsys):

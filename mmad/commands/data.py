@@ -1,6 +1,6 @@
 """``mmad data``: summary statistics, validation and synthetic generation of datasets.
 
-    mmad data stats FILE [--json] [--subset S] [--split S]
+    mmad data stats FILE [--json] [--split S]
     mmad data check DIR [--skip-bad] [--report FILE] [--no-videos] [--no-keypoints]
     mmad data synth recognition|detection --preset tiny|small|demo|clocks|clocks_small --out DIR [--seed N]
     mmad data convert SRC DST --to FORMAT [--from FORMAT] [--split S] [--class-map FILE] [--prefix P]
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from mmad.commands import add_group
+from mmad.commands import ExampleFormatter, add_group, add_split_flag
 
 
 def register(subparsers) -> None:
@@ -20,11 +20,13 @@ def register(subparsers) -> None:
         "stats", help="counts and distributions of an annotation file",
         description="Numbers of videos, instances and classes, per-class counts, durations, instances per "
                     "video and the fraction of overlapping instances, for any supported annotation file: "
-                    "MA-52 list (.txt), MMA-52 CSV or mmad.json, iMiGUE labels CSV.")
+                    "MA-52 list (.txt), MMA-52 CSV or mmad.json, iMiGUE labels CSV.",
+        epilog="example: mmad data stats data/micropuppet/detection/mmad.json --split val",
+        formatter_class=ExampleFormatter)
     p.add_argument("file", metavar="FILE", help="annotation file")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    p.add_argument("--subset", help="mmad.json: only this subset (train, val, test)")
-    p.add_argument("--split", help="iMiGUE: cross-subject side (train, test); MA-52 list: the split's name")
+    add_split_flag(p, "only this split: the subset of mmad.json / an MMA-52 CSV (train, val, test), the "
+                      "iMiGUE cross-subject side (train, test), the MA-52 list's split name")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave bad rows out (listed on stderr) instead of stopping at the first")
     p.set_defaults(func=run_stats)
@@ -34,7 +36,9 @@ def register(subparsers) -> None:
         description="Validate a dataset folder in any supported layout (MA-52, MMA-52, iMiGUE): annotation rows, "
                     "labels, segments outside their video, missing or unreadable videos, frame count and fps "
                     "against the annotations, keypoint coverage. Prints counts and every problem. Exit status: "
-                    "0 no problems, 1 problems, 2 not a dataset folder.")
+                    "0 no problems, 1 problems, 2 not a dataset folder.",
+        epilog="example: mmad data check data/micropuppet/detection --report check.json",
+        formatter_class=ExampleFormatter)
     p.add_argument("root", metavar="DIR", help="dataset folder")
     p.add_argument("--skip-bad", action="store_true",
                    help="bad items are listed (and written to --report) but only make the exit status 1 when a "
@@ -49,7 +53,9 @@ def register(subparsers) -> None:
     p = sub.add_parser(
         "synth", help="write the MicroPuppet synthetic dataset",
         description="Render the MicroPuppet synthetic micro-action dataset in the real on-disk formats: "
-                    "'recognition' (MA-52 layout, trimmed clips) or 'detection' (MMA-52 layout, untrimmed).")
+                    "'recognition' (MA-52 layout, trimmed clips) or 'detection' (MMA-52 layout, untrimmed).",
+        epilog="example: mmad data synth detection --preset tiny --out data/micropuppet/detection",
+        formatter_class=ExampleFormatter)
     p.add_argument("task", choices=("recognition", "detection"), help="which layout to write")
     p.add_argument("--preset", default="tiny", choices=("tiny", "small", "demo", "clocks", "clocks_small"),
                    help="size preset (default tiny: seconds to make); detection only: clocks, clocks_small (25, "
@@ -84,18 +90,18 @@ def run_stats(args) -> int:
     from mmad.taxonomy import class_names
 
     kind = annotation_kind(args.file)
-    records = read_annotation_file(args.file, subset=args.subset, split=args.split, skip_bad=args.skip_bad)
+    subset, split = (args.split, None) if kind == "mma52" else (None, args.split)
+    records = read_annotation_file(args.file, subset=subset, split=split, skip_bad=args.skip_bad)
     for problem in records.problems:
         print(f"skipped: {problem}", file=sys.stderr)
     stats = annotation_stats(records)
     if args.json:
         stats["per_class"] = {str(k): v for k, v in stats["per_class"].items()}
-        stats.update(file=str(args.file), format=kind, subset=args.subset, split=args.split,
+        stats.update(file=str(args.file), format=kind, subset=subset, split=split,
                      skipped_rows=len(records.problems))
         print(json.dumps(stats))
         return 0
-    title = f"{args.file} ({kind}" + "".join(f", {k} {v}" for k, v in (("subset", args.subset), ("split", args.split))
-                                             if v) + ")"
+    title = f"{args.file} ({kind}" + (f", split {args.split}" if args.split else "") + ")"
     print(format_stats(stats, class_names=class_names(kind), title=title))
     return 0
 

@@ -117,12 +117,10 @@ def run_demo_command(args) -> int:
 
 
 def bundled_config(kind: str) -> Path:
-    """``configs/<kind>/micropuppet.yaml`` of the source tree this package runs from."""
-    path = Path(__file__).resolve().parents[2] / "configs" / kind / "micropuppet.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{path} not found (the demo reads the configs of a source checkout; "
-                          f"pass --{kind}-config)")
-    return path
+    """``configs/<kind>/micropuppet.yaml`` as shipped with the package (a checkout's or the installed copy)."""
+    from mmad.config import bundled_config as shipped
+
+    return shipped(f"{kind}/micropuppet.yaml")
 
 
 def fingerprint(value: Any) -> str:
@@ -626,13 +624,22 @@ class _stage_logging:
         self.handler.addFilter(logging.Filter("mmad"))
         self.logger = logging.getLogger("mmad")
         self.level = self.logger.level
-        logging.getLogger().addHandler(self.handler)
+        root = logging.getLogger()
+        # the command line's own handler (mmad.progress.configure_logging) steps aside; its -q/-v level stays
+        self.cli_handlers = [h for h in root.handlers if getattr(h, "_mmad_cli", False)]
+        for h in self.cli_handlers:
+            root.removeHandler(h)
+            self.handler.setLevel(h.level)
+        root.addHandler(self.handler)
         if self.logger.level == logging.NOTSET or self.logger.level > logging.INFO:
             self.logger.setLevel(logging.INFO)
         return self
 
     def __exit__(self, *exc):
-        logging.getLogger().removeHandler(self.handler)
+        root = logging.getLogger()
+        root.removeHandler(self.handler)
+        for h in self.cli_handlers:
+            root.addHandler(h)
         self.logger.setLevel(self.level)
         return False
 

@@ -1,18 +1,33 @@
 """``mmad detection``: extract clip features, train and test the temporal head; ``mmad detect``: one raw video.
 
-    mmad detection extract --config C --recognizer K [--subset S] [--device D] [common flags]
-    mmad detection train --config C [common flags] [--resume]
-    mmad detection test --config C --checkpoint K [--subset val] [--predictions CSV] [--diagnose OUT] [common flags]
+    mmad detection extract --checkpoint RECOGNIZER [--config C] [--data DIR] [--split S] [--out FEATURES]
+                           [--in-dataset] [--device D] [--set K=V ...]
+    mmad detection train --config C [--data DIR] [--out RUN] [--epochs N] [--set K=V ...] [--resume]
+    mmad detection test --checkpoint K [--config C] [--split val] [--pred CSV] [--out DIR] [--diagnose OUT] [--set K=V ...]
     mmad detect VIDEO [--keypoints DIR] --recognizer K1 --detector K2 --out OUT [--device D] [--html]
+
+Features go to ``data.feature_dir`` (relative to the working directory, like ``out``; ``--out``
+names another folder, ``--in-dataset`` puts them in DATA/features), never into the dataset unless
+asked. ``test`` reads the checkpoint's stored config unless ``--config`` is given and writes next
+to the checkpoint unless ``--out`` names a folder.
 
 The stage code (torch, the models, the data) is imported inside the handlers.
 """
 
 from __future__ import annotations
 
-import sys
-
-from mmad.commands import add_group, add_run_flags, is_main_process, run_overrides
+from mmad.commands import (
+    ExampleFormatter,
+    add_config_flags,
+    add_deprecated,
+    add_device_flag,
+    add_group,
+    add_run_flags,
+    add_split_flag,
+    is_main_process,
+    load_run_config,
+)
+from mmad.errors import ConfigError
 
 
 def register(subparsers) -> None:
@@ -21,39 +36,56 @@ def register(subparsers) -> None:
     p = sub.add_parser(
         "extract", help="encode the dataset's videos with a recognizer into the feature cache",
         description="Run a trained recognizer as clip encoder along every video of the config's annotation "
-                    "file (or one subset) and write one feature file per video into data.feature_dir, tagged "
-                    "with the recognizer checkpoint's hash. Videos already encoded by this checkpoint are "
-                    "skipped; a video that fails is reported, listed in failed_rank<R>.txt and skipped. Under "
-                    "torchrun each process takes a disjoint share of the videos. Exit status 1 when some "
-                    "videos failed.")
-    add_run_flags(p)
-    p.add_argument("--recognizer", required=True, metavar="K", help="a checkpoint of 'mmad recognition train'")
-    p.add_argument("--subset", help="only this subset (default: every video of the annotation file)")
+                    "file (or one split) and write one feature file per video into --out (default "
+                    "data.feature_dir, relative to the working directory; never the dataset folder unless "
+                    "--in-dataset), tagged with the recognizer checkpoint's hash. Videos already encoded by "
+                    "this checkpoint are skipped; a video that fails is reported, listed in failed_rank<R>.txt "
+                    "and skipped. Under torchrun each process takes a disjoint share of the videos. Exit "
+                    "status 1 when some videos failed.",
+        epilog="example: mmad detection extract --config configs/detection/micropuppet.yaml "
+               "--checkpoint runs/rec/best.pt --data data/micropuppet/detection --out runs/features/micropuppet",
+        formatter_class=ExampleFormatter)
+    # not required= here: the old spelling --recognizer must satisfy it too (checked in run_extract)
+    p.add_argument("--checkpoint", metavar="K", help="(required) a checkpoint of 'mmad recognition train'")
+    add_deprecated(p, "--recognizer", "--checkpoint", metavar="K")
+    add_config_flags(p, config_optional=True, example="encoder.stride_frames=8")
+    add_split_flag(p, "only this split (default: every video of the annotation file)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out", metavar="DIR", help="feature folder (overrides data.feature_dir)")
+    where.add_argument("--in-dataset", action="store_true",
+                       help="write the features into DATA/features (the dataset folder)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: encoder.device, else cuda when available)")
     p.set_defaults(func=run_extract)
 
     p = sub.add_parser(
         "train", help="train the temporal head on cached features",
         description="Train the head a config describes with the shared engine. The run folder receives "
-                    "last.pt, best.pt (best validation average mAP), metrics.jsonl, train.log and config.yaml.")
-    add_run_flags(p)
-    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+                    "last.pt, best.pt (best validation average mAP), metrics.jsonl, train.log and config.yaml.",
+        epilog="example: mmad detection train --config configs/detection/micropuppet.yaml "
+               "--set data.feature_dir=runs/features/micropuppet --out runs/det --epochs 5",
+        formatter_class=ExampleFormatter)
+    add_run_flags(p, example="data.max_seq_len=128")
+    add_device_flag(p)
     p.set_defaults(func=run_train)
 
     p = sub.add_parser(
         "test", help="detect on a subset, write the challenge CSV and print mAP",
-        description="Detect with a trained head on a subset (default data.test_subset), write the MMA-52 "
-                    "challenge CSV (default RUN/predictions_<subset>.csv) and, when the subset is labelled, "
-                    "print mAP at tIoU 0.1-0.9, their average and mAP@0.5.")
-    add_run_flags(p)
+        description="Detect with a trained head on a split (default data.test_subset), write the MMA-52 "
+                    "challenge CSV (default predictions_<split>.csv next to the checkpoint, or in --out) and, "
+                    "when the split is labelled, print mAP at tIoU 0.1-0.9, their average and mAP@0.5.",
+        epilog="example: mmad detection test --checkpoint runs/det/best.pt --split val",
+        formatter_class=ExampleFormatter)
     p.add_argument("--checkpoint", required=True, metavar="K", help="a checkpoint of 'mmad detection train'")
-    p.add_argument("--subset", help="subset to detect on (default: data.test_subset)")
-    p.add_argument("--predictions", metavar="CSV", help="where to write the challenge CSV (.json: ActivityNet style)")
+    add_config_flags(p, checkpoint_config=True, example="postprocess.max_segments=50")
+    add_split_flag(p, "split to detect on (default: data.test_subset)")
+    p.add_argument("--pred", metavar="CSV", help="where to write the challenge CSV (.json: ActivityNet style)")
+    add_deprecated(p, "--predictions", "--pred", metavar="CSV")
+    p.add_argument("--out", metavar="DIR", help="folder for the predictions (default: the checkpoint's folder)")
     p.add_argument("--diagnose", metavar="OUT", help="also write the error analysis (as 'mmad eval detection "
-                   "--diagnose') into OUT when the subset is labelled")
+                   "--diagnose') into OUT when the split is labelled")
     p.add_argument("--top-k", type=int, default=10, metavar="K", help="false-positive profile of the top K x "
                    "(ground-truth count) predictions (default 10)")
-    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    add_device_flag(p)
     p.set_defaults(func=run_test)
 
     p = subparsers.add_parser(
@@ -73,21 +105,25 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_detect)
 
 
-def _load(args):
+def _load(args, checkpoint: str | None = None):
     from detection.config import DetectionConfig
-    from mmad.config import load_config
 
-    return load_config(DetectionConfig, args.config, run_overrides(args))
+    return load_run_config(DetectionConfig, args, checkpoint)
 
 
 def run_extract(args) -> int:
-    import logging
+    from pathlib import Path
 
     from detection.encoder import extract_features
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if not args.checkpoint:
+        raise ConfigError("mmad detection extract: --checkpoint (the recognizer checkpoint) is required")
     cfg = _load(args)
-    report = extract_features(cfg, args.recognizer, subset=args.subset, device=args.device)
+    if args.out:
+        cfg.data.feature_dir = str(Path(args.out).resolve())
+    elif args.in_dataset:
+        cfg.data.feature_dir = str(Path(cfg.data.root, "features").resolve())
+    report = extract_features(cfg, args.checkpoint, subset=args.split, device=args.device)
     print(report.summary())
     if cfg.model.feature_dim is not None and report.feature_dim != cfg.model.feature_dim:
         print(f"note: model.feature_dim is {cfg.model.feature_dim} but these features have {report.feature_dim}; "
@@ -119,12 +155,16 @@ def run_train(args) -> int:
 
 
 def run_test(args) -> int:
+    from pathlib import Path
+
     from detection.task import predict_subset
     from eval.report import format_detection_table
 
-    cfg = _load(args)
-    subset = args.subset or cfg.data.test_subset
-    predictions, result = predict_subset(cfg, args.checkpoint, subset=subset, predictions_path=args.predictions,
+    cfg = _load(args, args.checkpoint)
+    split = args.split or cfg.data.test_subset
+    folder = Path(args.out) if args.out else Path(args.checkpoint).parent
+    path = Path(args.pred) if args.pred else folder / f"predictions_{split}.csv"
+    predictions, result = predict_subset(cfg, args.checkpoint, subset=split, predictions_path=path,
                                          device=args.device)
     if result is not None:
         print(format_detection_table(result))
@@ -132,15 +172,12 @@ def run_test(args) -> int:
             from mmad.commands.eval import write_detection_diagnosis
             from mmad.datasets.mma52 import read_detection_annotations, records_to_frame
 
-            truth = records_to_frame(read_detection_annotations(cfg.data.annotation_path, subset=subset))
+            truth = records_to_frame(read_detection_annotations(cfg.data.annotation_path, subset=split))
             print(write_detection_diagnosis(args.diagnose, truth, predictions, num_classes=cfg.model.num_classes,
                                             top_k=args.top_k))
             print(f"diagnosis: {args.diagnose}")
     else:
-        print(f"{len(predictions)} detections; subset {subset!r} has no labels")
-    from pathlib import Path
-
-    path = Path(args.predictions) if args.predictions else Path(cfg.out) / f"predictions_{subset}.csv"
+        print(f"{len(predictions)} detections; split {split!r} has no labels")
     print(f"predictions: {path}")
     return 0
 

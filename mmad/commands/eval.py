@@ -1,6 +1,6 @@
 """``mmad eval``: score prediction files with the benchmarks' official protocols.
 
-- ``mmad eval detection --gt GT --pred PRED [--subset val] [--tiou 0.1:0.9:0.1]
+- ``mmad eval detection --gt GT --pred PRED [--split val] [--tiou 0.1:0.9:0.1]
   [--protocol mma52|activitynet] [--json]``: MMA-52 detection mAP.
 - ``mmad eval recognition --gt LIST --pred CSV [--json] [--confusion-csv P] [--confusion-png P]``:
   MA-52 recognition metrics of a submission CSV.
@@ -16,7 +16,7 @@ import json
 import sys
 from contextlib import contextmanager
 
-from mmad.commands import add_group
+from mmad.commands import add_group, add_split_flag
 from mmad.errors import DataError
 
 
@@ -32,7 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--gt", required=True, help="ground truth: MMA-52 CSV (frames + fps) or mmad.json (seconds)")
     p.add_argument("--pred", required=True, help="predictions: challenge CSV (,video_id,t_start,t_end,class,score) "
                    "or ActivityNet-style JSON")
-    p.add_argument("--subset", help="split to evaluate when the ground-truth file holds several (e.g. val)")
+    add_split_flag(p, "split to evaluate when the ground-truth file holds several (e.g. val)")
     p.add_argument("--tiou", type=_tiou_argument, default=None, metavar="START:STOP:STEP|A,B,...",
                    help="tIoU thresholds (default 0.1:0.9:0.1)")
     p.add_argument("--protocol", choices=("mma52", "activitynet"), default="mma52",
@@ -85,12 +85,12 @@ def _run_detection(args) -> int:
     from mmad.datasets.mma52 import read_detection_annotations, records_to_frame
     from mmad.taxonomy import MA52_ACTIONS
 
-    records = read_detection_annotations(args.gt, subset=args.subset)
+    records = read_detection_annotations(args.gt, subset=args.split)
     subsets = sorted({r.subset for r in records if r.subset})
-    if args.subset is None and len(subsets) > 1:
-        raise DataError(args.gt, f"holds several subsets ({', '.join(subsets)}); choose one with --subset")
+    if args.split is None and len(subsets) > 1:
+        raise DataError(args.gt, f"holds several splits ({', '.join(subsets)}); choose one with --split")
     if not records:
-        raise DataError(args.gt, "no videos" + (f" in subset {args.subset!r}" if args.subset else ""))
+        raise DataError(args.gt, "no videos" + (f" in split {args.split!r}" if args.split else ""))
     if not any(r.labeled for r in records):
         raise DataError(args.gt, "labels are hidden in this split (e.g. MMA-52 test); nothing to evaluate against")
     ground_truth = records_to_frame(records)

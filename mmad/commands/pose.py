@@ -31,7 +31,6 @@ def register(subparsers) -> None:
     p.add_argument("--min-detection-confidence", type=float, default=0.5, metavar="F",
                    help="person detector threshold (default 0.5)")
     p.add_argument("--no-hands", action="store_true", help="leave the OpenPose hand arrays empty")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_extract)
 
 
@@ -45,7 +44,7 @@ def run_extract(args) -> int:
         return 2
     options = dict(stride=args.stride, model_complexity=args.model_complexity,
                    min_detection_confidence=args.min_detection_confidence,
-                   with_hands=not args.no_hands, progress=not args.quiet)
+                   with_hands=not args.no_hands, progress=getattr(args, "verbosity", 0) >= 0)
     source = Path(args.video)
     if not source.is_dir():
         result = extract_pose_video(source, args.out, **options)

@@ -25,6 +25,7 @@ import numpy as np
 from mmad.datasets.common import Problem
 from mmad.datasets.layout import DatasetInfo, open_dataset
 from mmad.errors import DataError
+from mmad.progress import progress
 from mmad.taxonomy import NUM_IMIGUE_CLASSES, NUM_MA52_ACTIONS
 from mmad.types import VideoRecord
 
@@ -112,7 +113,7 @@ def check_dataset(
         report.counts["bad_annotation_rows"] += len(records.problems)
         pickle_tracks = _pickle_tracks(info, split, report) if check_keypoints else None
         usable = 0
-        for rec in records:
+        for rec in progress(records, desc=f"check {split}", unit="item"):
             before = len(report.problems)
             _check_labels(info, rec, report)
             video_info = None

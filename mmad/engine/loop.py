@@ -57,6 +57,7 @@ from mmad.engine.seeding import seed_everything
 from mmad.engine.task import Task
 from mmad.errors import ConfigError, DataError
 from mmad.fileio import FileLock, atomic_write_text, ensure_folder
+from mmad.progress import progress
 
 
 class NonFiniteLossError(ConfigError, FloatingPointError):
@@ -119,7 +120,8 @@ def _evaluate(task: Task, model: nn.Module, loader: Any, ctx: DistContext, *, us
     was_training = model.training
     model.eval()
     with torch.no_grad(), torch.autocast(device_type=ctx.device.type, dtype=amp_dtype, enabled=use_amp):
-        metrics = task.evaluate(model, loader, device=ctx.device, distributed=ctx.distributed)
+        shown = progress(loader, desc="validation", unit="batch", enabled=ctx.is_main)
+        metrics = task.evaluate(model, shown, device=ctx.device, distributed=ctx.distributed)
     model.train(was_training)
     return {k: float(v) for k, v in metrics.items()}
 

@@ -215,14 +215,18 @@ def _start_method() -> str:
 def _render_all(jobs: list[RenderJob], base_seed: int, workers: int | None) -> None:
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
+    from mmad.progress import progress
+
     total_frames = sum(j.num_frames for j in jobs)
     if workers <= 1 or len(jobs) <= 1 or total_frames < 2000:
-        for job in jobs:
+        for job in progress(jobs, desc="render", unit="video"):
             render_job(job, base_seed)
         return
     context = multiprocessing.get_context(_start_method())
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        list(pool.map(render_job, jobs, [base_seed] * len(jobs), chunksize=max(1, len(jobs) // (8 * workers))))
+        done = pool.map(render_job, jobs, [base_seed] * len(jobs), chunksize=max(1, len(jobs) // (8 * workers)))
+        for _ in progress(done, total=len(jobs), desc="render", unit="video"):
+            pass
 
 
 # ------------------------------------------------------------------------------ manifest
