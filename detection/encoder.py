@@ -54,7 +54,13 @@ import torch
 from torch import nn
 
 from detection.config import DetectionConfig, EncoderConfig
-from detection.features import checkpoint_hash, has_features, read_feature_meta, save_features, settings_mismatch
+from detection.features import (
+    checkpoint_hash,
+    has_features,
+    read_feature_meta,
+    save_features,
+    settings_mismatch,
+)
 from detection.timeline import encoder_step_frames
 from mmad.errors import ConfigError, DataError
 from recognition.backbone import TemporalShiftConv2d, TSMResNet
