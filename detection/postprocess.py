@@ -3,9 +3,10 @@
 Every (point, class) pair is a candidate with score ``sigmoid(logit)``. Per video: candidates over
 padding or under ``score_threshold`` are dropped, the ``pre_nms_topk`` best are decoded to
 segments, converted to seconds and clipped to ``[0, duration]``. Gaussian soft-NMS then runs
-separately for every (video, class) group, all groups at once on padded tensors, and each video
-keeps its ``max_segments`` best survivors. The output is a pandas DataFrame with the columns
-``video_id, t_start, t_end, label, score``.
+separately for every (video, class) group (:func:`detection.nms.soft_nms`; :func:`batched_soft_nms`
+is the one-pick-per-round loop it equals), and each video keeps its ``max_segments`` best
+survivors. The output is a pandas DataFrame with the columns ``video_id, t_start, t_end, label,
+score``.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
 from detection.model import DetectorOutput
+from detection.nms import soft_nms
 from detection.timeline import Timeline
 
 PREDICTION_COLUMNS = ["video_id", "t_start", "t_end", "label", "score"]
@@ -102,6 +105,33 @@ def _pack_groups(group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
     return order, row, column, int(counts.max())
 
 
+def loop_soft_nms(segments, scores, groups, *, sigma: float = 0.5, min_score: float = 1e-3,
+                  max_kept: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`detection.nms.soft_nms` computed by the one-pick-per-round loop :func:`batched_soft_nms`.
+
+    The reference the fast version is tested and benchmarked against: same arguments, same result
+    (``index`` (M,) and ``kept_scores`` (M,), best first, ties by group then index).
+    """
+    segments, scores = torch.as_tensor(segments), torch.as_tensor(scores)
+    groups = torch.as_tensor(groups).long()
+    if scores.numel() == 0:
+        return np.zeros(0, dtype=np.int64), scores.numpy()[:0]
+    order, row, column, width = _pack_groups(groups)
+    num_groups = int(row.max()) + 1
+    packed_segments = segments.new_zeros(num_groups, width, 2)
+    packed_scores = scores.new_zeros(num_groups, width)
+    packed_valid = torch.zeros(num_groups, width, dtype=torch.bool)
+    packed_segments[row, column] = segments[order].to(scores.dtype)
+    packed_scores[row, column] = scores[order]
+    packed_valid[row, column] = True
+    kept, kept_scores = batched_soft_nms(packed_segments, packed_scores, packed_valid, sigma=sigma,
+                                         min_score=min_score, max_kept=max_kept)
+    survivor = kept[row, column]
+    index, final_scores = order[survivor], kept_scores[row, column][survivor]
+    best_first = torch.argsort(final_scores, descending=True, stable=True)[:max_kept]
+    return index[best_first].numpy(), final_scores[best_first].numpy()
+
+
 def postprocess_detections(output: DetectorOutput, *, timelines: Sequence[Timeline], durations: Sequence[float],
                            video_ids: Sequence[str], score_threshold: float = 1e-3, pre_nms_topk: int = 2000,
                            nms_sigma: float = 0.5, min_score: float = 1e-3, max_segments: int = 100,
@@ -146,26 +176,14 @@ def postprocess_detections(output: DetectorOutput, *, timelines: Sequence[Timeli
             return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
                 PREDICTION_COLUMNS, [object, float, float, int, float])})
 
-        order, row, column, width = _pack_groups(videos * num_classes + labels)
-        num_groups = int(row.max()) + 1
-        packed_segments = segments.new_zeros(num_groups, width, 2)
-        packed_scores = scores.new_zeros(num_groups, width)
-        packed_valid = torch.zeros(num_groups, width, dtype=torch.bool, device=scores.device)
-        packed_segments[row, column] = segments[order]
-        packed_scores[row, column] = scores[order]
-        packed_valid[row, column] = True
-        kept, kept_scores = batched_soft_nms(packed_segments, packed_scores, packed_valid, sigma=nms_sigma,
-                                             min_score=min_score, max_kept=max_segments)
-        survivor = kept[row, column]
-        final_scores = kept_scores[row, column][survivor]
-        final_segments = segments[order][survivor]
-        final_labels, final_videos = labels[order][survivor], videos[order][survivor]
-
         rows = []
         for b in range(probs.shape[0]):
-            mine = torch.nonzero(final_videos == b).flatten()
-            mine = mine[torch.argsort(final_scores[mine], descending=True, stable=True)][:max_segments]
-            for i in mine.tolist():
-                rows.append((video_ids[b], float(final_segments[i, 0]), float(final_segments[i, 1]),
-                             int(final_labels[i]), float(final_scores[i])))
+            mine = torch.nonzero(videos == b).flatten()
+            index, kept_scores = soft_nms(segments[mine].cpu().numpy(), scores[mine].cpu().numpy(),
+                                          labels[mine].cpu().numpy(), sigma=nms_sigma, min_score=min_score,
+                                          max_kept=max_segments)
+            kept = mine[torch.from_numpy(index).to(mine.device)]
+            kept_segments, kept_labels = segments[kept].tolist(), labels[kept].tolist()
+            for (t_start, t_end), label, score in zip(kept_segments, kept_labels, kept_scores.tolist()):
+                rows.append((video_ids[b], t_start, t_end, label, score))
     return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)

@@ -133,3 +133,25 @@ def test_capped_soft_nms_keeps_the_same_top_detections():
     assert len(full) > 2 * 7
     expected = full.groupby("video_id", sort=False).head(7).reset_index(drop=True)
     pd.testing.assert_frame_equal(capped, expected)
+
+
+def test_postprocess_equals_the_loop_soft_nms(monkeypatch):
+    """Many overlapping candidates in several videos: the same table as with the one-pick loop."""
+    import detection.postprocess as postprocess
+
+    torch.manual_seed(1)
+    num_steps, num_classes = 40, 4
+    points = pyramid_points(num_steps, regression_ranges=[(0, 4), (4, 8), (8, 1e4)])
+    output = DetectorOutput(cls_logits=torch.randn(3, points.shape[0], num_classes) + 1,
+                            offsets=torch.rand(3, points.shape[0], num_classes, 2) * 4,
+                            points=points, mask=torch.ones(3, points.shape[0], dtype=torch.bool))
+    timeline = Timeline.from_stride(fps=30.0, stride_frames=4, num_steps=num_steps)
+    options = dict(timelines=[timeline] * 3, durations=[5.3] * 3, video_ids=["a", "b", "c"], score_threshold=0.05)
+    for max_segments in [5, 60, 10_000]:
+        fast = postprocess.postprocess_detections(output, max_segments=max_segments, **options)
+        with monkeypatch.context() as patch:
+            patch.setattr(postprocess, "soft_nms", postprocess.loop_soft_nms)
+            loop = postprocess.postprocess_detections(output, max_segments=max_segments, **options)
+        per_video = fast.groupby("video_id").size()
+        assert len(per_video) == 3 and (per_video <= max_segments).all() and (per_video >= min(max_segments, 60)).all()
+        pd.testing.assert_frame_equal(fast, loop, check_exact=False, rtol=1e-6)
