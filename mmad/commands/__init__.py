@@ -125,26 +125,28 @@ def run_overrides(args) -> list[str]:
     return out
 
 
-def load_run_config(cls, args, checkpoint: str | None = None):
+def load_run_config(cls, args, checkpoint: str | None = None, *, kind: str | None = None):
     """The config of a command: ``--config`` when given, else the one stored in ``checkpoint`` (else
-    the defaults), then ``--data``/``--out``/``--epochs`` and ``--set`` over it."""
+    the defaults), then ``--data``/``--out``/``--epochs`` and ``--set`` over it. ``kind`` is the kind
+    of checkpoint the command needs ("recognition", "detection"); another kind is a one-line error."""
     from mmad.config import load_config
 
     if getattr(args, "config", None) or checkpoint is None:
         return load_config(cls, getattr(args, "config", None), run_overrides(args))
-    return load_config(cls, None, run_overrides(args), base=stored_config(checkpoint), base_source=checkpoint)
+    return load_config(cls, None, run_overrides(args), base=stored_config(checkpoint, kind=kind),
+                       base_source=checkpoint)
 
 
-def stored_config(checkpoint: str) -> dict:
-    """The config dict a checkpoint of ``fit`` carries; a :class:`ConfigError` when it has none."""
-    import os
+def stored_config(checkpoint: str, *, kind: str | None = None) -> dict:
+    """The config dict a checkpoint of ``fit`` carries; a :class:`ConfigError` when it has none.
 
+    The file is read through :func:`mmad.engine.read_checkpoint`, so a missing, unreadable or
+    wrong-kind checkpoint is a :class:`DataError` naming it.
+    """
     from mmad.engine import read_checkpoint
-    from mmad.errors import ConfigError, DataError
+    from mmad.errors import ConfigError
 
-    if not os.path.isfile(checkpoint):
-        raise DataError(checkpoint, "checkpoint not found")
-    stored = read_checkpoint(checkpoint).get("config")
+    stored = read_checkpoint(checkpoint, kind=kind).get("config")
     if not isinstance(stored, dict) or not stored:
         raise ConfigError(f"{checkpoint}: the checkpoint stores no config; give one with --config")
     return stored

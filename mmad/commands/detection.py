@@ -108,7 +108,7 @@ def register(subparsers) -> None:
 def _load(args, checkpoint: str | None = None):
     from detection.config import DetectionConfig
 
-    return load_run_config(DetectionConfig, args, checkpoint)
+    return load_run_config(DetectionConfig, args, checkpoint, kind="detection")
 
 
 def run_extract(args) -> int:

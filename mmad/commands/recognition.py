@@ -100,7 +100,7 @@ def register(subparsers) -> None:
 def _load(args, checkpoint: str | None = None):
     from recognition.config import RecognitionConfig
 
-    return load_run_config(RecognitionConfig, args, checkpoint)
+    return load_run_config(RecognitionConfig, args, checkpoint, kind="recognition")
 
 
 def run_train(args) -> int:
