@@ -285,7 +285,7 @@ def with_trained_encoder(cfg, checkpoint):
     from mmad.config import from_dict
     from mmad.engine import read_checkpoint
 
-    stored = read_checkpoint(checkpoint).get("config")
+    stored = read_checkpoint(checkpoint, kind="detection").get("config")
     if not isinstance(stored, dict):
         return cfg
     trained = from_dict(DetectionConfig, stored)

@@ -174,7 +174,7 @@ COMMANDS = {
                                                    bad, "--out", tmp / "interpret"], "det", tuple(CHECKPOINT_CASES)),
     "detection test": (lambda k, bad, tmp: ["detection", "test", "--config", k.det_cfg, "--checkpoint", bad],
                        "rec", tuple(CHECKPOINT_CASES)),
-    "detection extract": (lambda k, bad, tmp: ["detection", "extract", "--config", k.det_cfg, "--recognizer", bad],
+    "detection extract": (lambda k, bad, tmp: ["detection", "extract", "--config", k.det_cfg, "--checkpoint", bad],
                           "det", tuple(CHECKPOINT_CASES)),
     "detect --recognizer": (lambda k, bad, tmp: ["detect", k.video, "--keypoints", k.keypoints, "--recognizer", bad,
                                                  "--detector", k.det, "--out", tmp / "out"],
