@@ -170,7 +170,8 @@ def test_extract_pose_writes_openpose_frames_named_by_video_index(tmp_path):
     result = extract_pose_video(video, tmp_path / "kp", stride=2, estimator=fake, progress=False)
     assert fake.calls == 4
     names = sorted(p.name for p in (tmp_path / "kp").iterdir())
-    assert names == [f"clip_{t:012d}_keypoints.json" for t in (0, 2, 4, 6)]
+    assert names == [f"clip_{t:012d}_keypoints.json" for t in (0, 2, 4, 6)] + ["keypoints.npz"]
+    assert not list(tmp_path.glob(".kp*")), "no staging folder is left"
     assert (result.num_frames, result.num_detected) == (4, 2)
     assert result.detection_rate == 0.5
     for t in (2, 4):
@@ -186,7 +187,7 @@ def test_extract_pose_writes_openpose_frames_named_by_video_index(tmp_path):
     np.testing.assert_allclose(kp[0, 25:46], left[0], atol=2e-3)
     # the thin wrapper returns the folder; without hands the hand arrays are empty
     out = extract_pose(video, tmp_path / "kp2", estimator=FakeEstimator(), with_hands=False, progress=False)
-    assert out == tmp_path / "kp2" and len(list(out.iterdir())) == 7
+    assert out == tmp_path / "kp2" and len(list(out.glob("*.json"))) == 7
     doc = json.loads((out / "clip_000000000000_keypoints.json").read_text())
     assert doc["people"][0]["hand_left_keypoints_2d"] == []
 
@@ -256,7 +257,7 @@ def test_cli_folder_mode_lists_skipped_videos(monkeypatch, tmp_path, capsys):
     assert rc == 1
     assert "1 of 2 videos done: 3 frames, person in 1 (33.3%)" in out
     assert "b.mp4" in err and "skipped" in err
-    assert sorted(p.name for p in (tmp_path / "kp" / "a").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "kp" / "a").glob("*.json")) == [
         f"a_{t:012d}_keypoints.json" for t in (0, 2, 4)]
     rc = mmad_main(["pose", "extract", str(videos / "a.mp4"), "--out", str(tmp_path / "one"), "--quiet"])
     assert rc == 0 and "5 frames, person in 3 (60.0%)" in capsys.readouterr().out
