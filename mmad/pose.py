@@ -44,6 +44,7 @@ import re
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -454,7 +455,7 @@ class KeypointTrack:
                 frames = np.asarray(data["frames"], dtype=np.int64)
                 keypoints = np.asarray(data["keypoints"], dtype=np.float32)
                 width, height, num_frames = (int(data[k]) for k in ("width", "height", "num_frames"))
-        except (OSError, ValueError, KeyError, EOFError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise DataError(path, f"not a keypoint cache ({exc.__class__.__name__})") from None
         if keypoints.ndim != 3 or keypoints.shape[0] != frames.shape[0] or keypoints.shape[-1] != 3:
             raise DataError(path, f"keypoint cache holds arrays of shapes {frames.shape} and {keypoints.shape}")
