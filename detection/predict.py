@@ -141,7 +141,13 @@ def load_detector(checkpoint: str | os.PathLike, *, device: str | torch.device =
         raise DataError(path, f"not a loadable weights-only checkpoint ({type(e).__name__})") from None
     if not isinstance(stored, dict):
         raise DataError(path, "the checkpoint holds no config (write it with `mmad detection train`)")
-    cfg = from_dict(DetectionConfig, stored)
+    if "postprocess" not in stored and "architecture" in (stored.get("model") or {}):
+        raise DataError(path, "a recognition checkpoint, not a detector (pass it as --recognizer; --detector takes "
+                              "a checkpoint of `mmad detection train`)")
+    try:
+        cfg = from_dict(DetectionConfig, stored)
+    except ConfigError as e:
+        raise DataError(path, f"not a detection checkpoint ({e})") from None
     model = build_detector(cfg)
     load_checkpoint(path, model, use_ema=use_ema, map_location="cpu")
     return model.to(device).eval(), cfg
@@ -159,10 +165,21 @@ def build_encoder(recognizer: str | os.PathLike, cfg: DetectionConfig, *, device
 
     if not Path(recognizer).is_file():
         raise DataError(recognizer, "recognizer checkpoint not found")
-    if cfg.data.encoder_hash and checkpoint_hash(recognizer) != cfg.data.encoder_hash:
-        raise ConfigError(f"{detector} was trained on features of encoder {cfg.data.encoder_hash}, "
-                          f"but {recognizer} hashes to {checkpoint_hash(recognizer)}")
-    encoder = ClipEncoder.from_checkpoint(recognizer, encoder_cfg=cfg.encoder, device=device)
+    try:
+        encoder = ClipEncoder.from_checkpoint(recognizer, encoder_cfg=cfg.encoder, device=device)  # is it one?
+    except ConfigError as e:
+        if "unknown config key" not in str(e):
+            raise
+        raise DataError(recognizer, f"not a recognition checkpoint ({e}); --recognizer takes a checkpoint of "
+                                    "`mmad recognition train`") from None
+    expected = cfg.data.encoder_hash
+    if expected and checkpoint_hash(recognizer) != expected:
+        fitting = [str(p) for p in sorted(Path(recognizer).resolve().parent.glob("*.pt"))[:20]
+                   if checkpoint_hash(p) == expected]
+        hint = (f"; {fitting[0]} beside it fits: pass --recognizer {fitting[0]}" if fitting else
+                "; pass the recognizer checkpoint `mmad detection extract` used for its features")
+        raise ConfigError(f"{detector} was trained on features of the recognizer checkpoint with hash {expected}, "
+                          f"but {recognizer} hashes to {checkpoint_hash(recognizer)}{hint}")
     if encoder.feature_dim != cfg.model.feature_dim:
         raise ConfigError(f"the recognizer gives {encoder.feature_dim} features per step but the detector expects "
                           f"{cfg.model.feature_dim} (model.feature_dim): is it the recognizer it was trained on?")

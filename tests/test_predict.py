@@ -474,3 +474,39 @@ def test_damaged_keypoint_cache_is_one_line(tmp_path):
     bad.write_bytes(b"PK\x03\x04 junk")
     with pytest.raises(DataError, match="k.npz"):
         read_keypoint_track(bad)
+
+
+def test_wrong_or_damaged_checkpoints_are_one_line(models, tmp_path):
+    import shutil
+
+    from detection.features import checkpoint_hash
+
+    video = person_video(tmp_path / "v.mp4")
+    folder = keypoint_folder(video, tmp_path / "kp")
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint\n")
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    base = ["detect", video, "--keypoints", folder, "--out", tmp_path / "o", "--device", "cpu"]
+    for recognizer, detector, expect in ((text, models["detector"], "notes.pt"),
+                                         (models["recognizer"], noise, "noise.pt"),
+                                         (models["recognizer"], models["recognizer"], "recognizer.pt"),
+                                         (models["detector"], models["detector"], "detector.pt")):
+        rc, _, err = run_cli([*base, "--recognizer", recognizer, "--detector", detector])
+        assert rc == 2 and err.count("\n") == 1 and expect in err and "Traceback" not in err, err
+    # a detector trained on another recognizer: the message names the checkpoint that fits, when it is beside
+    from mmad.config import to_dict
+
+    state = torch.load(models["detector"], weights_only=True)
+    state["config"]["data"]["encoder_hash"] = checkpoint_hash(models["recognizer"])
+    pinned = tmp_path / "pinned.pt"
+    torch.save(state, pinned)
+    ckpts = tmp_path / "rec"
+    ckpts.mkdir()
+    shutil.copy(models["recognizer"], ckpts / "last.pt")
+    other = torch.load(models["recognizer"], weights_only=True)
+    other["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in other["model"].items()}
+    torch.save(other, ckpts / "best.pt")
+    rc, _, err = run_cli([*base, "--recognizer", ckpts / "best.pt", "--detector", pinned])
+    assert rc == 2 and err.count("\n") == 1 and f"--recognizer {ckpts / 'last.pt'}" in err
+    del to_dict
