@@ -18,9 +18,11 @@ included), the CPU seconds it used (all threads; on a shared machine wall time g
 load, CPU time much less), x real time, and the busy seconds of each stage (decode, convert + pose, and the
 encoder's wall time, which includes waiting for the first two: the three stages overlap).
 
-``--rss`` instead measures peak resident memory (the process's ``ru_maxrss``) of ``mmad detect``
-(no keypoints) and ``mmad detection extract`` (an rgb+pose ResNet-18 recognizer at 112 px, so the
-video is decoded) on a 1-minute and a 10-minute 640x360 video: memory must not grow with length.
+``--rss`` instead measures peak resident memory (the process's ``ru_maxrss``) on a 1-minute and a
+10-minute video (320x180 by default, to keep the run short): ``mmad detect`` with a keypoint track
+(every frame decoded, the demo encoder) and, on the 1-minute one, with MediaPipe pose; and ``mmad
+detection extract`` with an rgb+pose ResNet-18 recognizer at 112 px (every frame decoded, one in
+``--rss-extract-stride`` through the network). Memory must not grow with the video's length.
 
 ``--track`` compares the pose track ``detect`` estimates (MediaPipe on every ``stride``-th frame
 only) with MediaPipe run on every frame, at the sampled frames, on ``--source`` (pixel error of the
@@ -204,8 +206,26 @@ def peak_rss(command: list[str]) -> tuple[float, float, int]:
     return int(kib) / 1024, float(wall), int(rc)
 
 
+def synthetic_track(video: Path, path: Path) -> Path:
+    """A keypoint track (a person standing still) for every 4th frame of ``video``, as ``.npz``."""
+    from mmad.pose import KeypointTrack
+
+    if path.is_file():
+        return path
+    info = probe(video)
+    frames = np.arange(0, info.num_frames, 4, dtype=np.int64)
+    person = np.zeros((67, 3), np.float32)
+    person[:25, 0] = info.width * np.linspace(0.35, 0.65, 25)
+    person[:25, 1] = info.height * np.linspace(0.15, 0.95, 25)
+    person[:25, 2] = 0.9
+    return KeypointTrack(frames=frames, keypoints=np.repeat(person[None], len(frames), 0), width=info.width,
+                         height=info.height, num_frames=info.num_frames).save(path)
+
+
 def rss(args, out: Path, source: Path) -> None:
+    """Peak RSS of detect and detection extract on short and long videos (see the module docstring)."""
     from mmad.keypoints import write_openpose_frames
+    from mmad.pose import KeypointTrack
 
     recognizer, detector = (Path(args.recognizer), Path(args.detector)) if args.recognizer else demo_models(out)
     r18 = from_dict(RecognitionConfig, {"model": {"modality": "rgb+pose", "backbone": {"arch": "resnet18"}, "dim": 128,
@@ -214,15 +234,22 @@ def rss(args, out: Path, source: Path) -> None:
                                         "data": {"num_frames": 8, "image_size": 112, "resize_short_side": 128}})
     rec18, _ = make_models(out / "r18", r18)
     mmad = [sys.executable, "-m", "mmad.cli"]
+    size = args.rss_size
     rows = []
     for minutes in args.rss_minutes:
-        video = long_video(source, (640, 360), 60 * minutes, out)
-        detect_cmd = [*mmad, "detect", str(video), "--recognizer", str(recognizer), "--detector", str(detector),
-                      "--out", str(out / f"rss_detect_{minutes}"), "--device", "cpu", "--quiet"]
-        mib, wall, rc = peak_rss(detect_cmd)
-        rows.append((f"mmad detect (no --keypoints, demo models)", f"{minutes} min", f"{mib:.0f}", f"{wall:.0f}", rc))
-        print(rows[-1], flush=True)
-        # a one-video dataset for `detection extract`, keypoints from the track detect just estimated
+        video = long_video(source, size, 60 * minutes, out)
+        track = synthetic_track(video, out / f"{video.stem}_track.npz")
+        runs = [("mmad detect --keypoints (demo models)",
+                 ["--keypoints", str(track)])]
+        if minutes in args.rss_pose_minutes:
+            runs.append(("mmad detect, MediaPipe pose (demo models)", []))
+        for label, extra in runs:
+            target = out / f"rss_detect_{minutes}_{len(extra)}"
+            mib, wall, rc = peak_rss([*mmad, "detect", str(video), *extra, "--recognizer", str(recognizer),
+                                      "--detector", str(detector), "--out", str(target), "--device", "cpu", "--quiet"])
+            rows.append((label, f"{minutes} min", f"{mib:.0f}", f"{wall:.0f}", rc))
+            print(rows[-1], flush=True)
+        # a one-video dataset for `detection extract`, keypoint JSON from the same track
         root = out / f"rss_data_{minutes}"
         (root / "videos").mkdir(parents=True, exist_ok=True)
         target = root / "videos" / "v.mp4"
@@ -230,20 +257,22 @@ def rss(args, out: Path, source: Path) -> None:
             target.symlink_to(video.resolve())
         folder = root / "keypoints" / "v"
         if not folder.is_dir():
-            with np.load(out / f"rss_detect_{minutes}" / f"{video.stem}_keypoints.npz") as track:
-                for index, points in zip(track["frames"], track["keypoints"]):
-                    written = write_openpose_frames(folder / ".tmp", "v", points[None, :25],
-                                                    hand_left=points[None, 25:46], hand_right=points[None, 46:])
-                    written[0].rename(folder / f"v_{int(index):012d}_keypoints.json")
+            loaded = KeypointTrack.load(track)
+            for index, points in zip(loaded.frames, loaded.keypoints):
+                written = write_openpose_frames(folder / ".tmp", "v", points[None, :25],
+                                                hand_left=points[None, 25:46], hand_right=points[None, 46:])
+                written[0].rename(folder / f"v_{int(index):012d}_keypoints.json")
         info = probe(video)
         (root / "mmad.json").write_text(json.dumps({"v": {"subset": "val", "duration": info.duration, "actions": []}}))
         extract_cmd = [*mmad, "detection", "extract", "--config", str(REPO / "configs/detection/micropuppet.yaml"),
                        "--recognizer", str(rec18), "--set", f"data.root={root}", "--set",
-                       f"data.feature_dir={out / f'rss_features_{minutes}'}", "--set", "encoder.device=cpu"]
+                       f"data.feature_dir={out / f'rss_features_{minutes}'}", "--set", "encoder.device=cpu",
+                       "--set", f"encoder.stride_frames={args.rss_extract_stride}"]
         mib, wall, rc = peak_rss(extract_cmd)
-        rows.append(("mmad detection extract (R18 rgb+pose 112 px)", f"{minutes} min", f"{mib:.0f}", f"{wall:.0f}", rc))
+        rows.append((f"mmad detection extract (R18 rgb+pose 112 px, stride {args.rss_extract_stride})",
+                     f"{minutes} min", f"{mib:.0f}", f"{wall:.0f}", rc))
         print(rows[-1], flush=True)
-    print(f"\npeak RSS (ru_maxrss of the process), 640x360 30 fps, load average at the end "
+    print(f"\npeak RSS (ru_maxrss of the process), {size[0]}x{size[1]} 30 fps, load average at the end "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(table(("command", "video", "peak RSS MiB", "wall s", "status"), rows))
 
@@ -300,11 +329,17 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--rss", action="store_true", help="measure peak RSS on 1- and 10-minute videos instead")
     parser.add_argument("--rss-minutes", default="1,10")
+    parser.add_argument("--rss-size", default="320x180", help="frame size of the --rss videos")
+    parser.add_argument("--rss-pose-minutes", default="1", help="lengths also run with MediaPipe pose")
+    parser.add_argument("--rss-extract-stride", type=int, default=16,
+                        help="encoder.stride_frames of the extraction runs (every frame is decoded regardless)")
     parser.add_argument("--track", action="store_true", help="compare the sampled-frame pose track instead")
     parser.add_argument("--track-seconds", type=float, default=20.0)
     args = parser.parse_args()
     args.sizes = [parse_size(s) for s in args.sizes.split(",") if s]
     args.rss_minutes = [float(m) if "." in m else int(m) for m in args.rss_minutes.split(",")]
+    args.rss_pose_minutes = [float(m) if "." in m else int(m) for m in args.rss_pose_minutes.split(",") if m]
+    args.rss_size = parse_size(args.rss_size)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

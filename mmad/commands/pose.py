@@ -42,6 +42,19 @@ def register(subparsers) -> None:
 
 
 def run_extract(args) -> int:
+    import signal
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt  # unwinds: the staging folder of the video in progress is removed
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    try:
+        return _extract(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _extract(args) -> int:
     from pathlib import Path
 
     from mmad.pose import extract_pose_folder, extract_pose_video
