@@ -234,18 +234,21 @@ def test_missing_mediapipe_gives_the_install_hint(monkeypatch, tmp_path, capsys)
     assert rc == 2 and ".[pose]" in capsys.readouterr().err
 
 
+class FakeMediaPipe(FakeEstimator):
+    """Stands in for :class:`MediaPipePoseEstimator` (same constructor and context manager)."""
+
+    def __init__(self, **options):
+        super().__init__()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
 def test_cli_folder_mode_lists_skipped_videos(monkeypatch, tmp_path, capsys):
     import mmad.pose as pose
-
-    class FakeMediaPipe(FakeEstimator):
-        def __init__(self, **options):
-            super().__init__()
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            pass
 
     monkeypatch.setattr(pose, "MediaPipePoseEstimator", FakeMediaPipe)
     monkeypatch.setattr(pose, "load_mediapipe_pose", lambda: None)
@@ -307,16 +310,6 @@ def test_mediapipe_model_on_a_micropuppet_clip(tmp_path):
 
 def test_folder_extraction_with_workers_matches_one_process(monkeypatch, tmp_path, capsys):
     import mmad.pose as pose
-
-    class FakeMediaPipe(FakeEstimator):
-        def __init__(self, **options):
-            super().__init__()
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            pass
 
     monkeypatch.setattr(pose, "MediaPipePoseEstimator", FakeMediaPipe)  # inherited by forked workers
     monkeypatch.setattr(pose, "load_mediapipe_pose", lambda: None)
