@@ -510,3 +510,27 @@ def test_wrong_or_damaged_checkpoints_are_one_line(models, tmp_path):
     rc, _, err = run_cli([*base, "--recognizer", ckpts / "best.pt", "--detector", pinned])
     assert rc == 2 and err.count("\n") == 1 and f"--recognizer {ckpts / 'last.pt'}" in err
     del to_dict
+
+
+def test_sampled_mediapipe_track_is_close_to_the_every_frame_track(request, tmp_path):
+    """With the real model: pose on every 2nd frame only lands within a few pixels of pose on every frame."""
+    pytest.importorskip("mediapipe")
+    models = request.getfixturevalue("models")
+    from mmad.pose import extract_pose_video, read_keypoint_track
+    from mmad.synth.generate import RECOGNITION_PRESETS, plan_recognition, render_job
+
+    _, jobs = plan_recognition(RECOGNITION_PRESETS["tiny"], 0, tmp_path / "synth")
+    render_job(jobs[0], 0)
+    video = Path(jobs[0].video_path)
+    extract_pose_video(video, tmp_path / "every", progress=False)
+    every = read_keypoint_track(tmp_path / "every")
+    from detection.predict import detect_video
+
+    result = detect_video(video, recognizer=models["recognizer"], detector=models["detector"], device="cpu")
+    sampled = result.keypoints
+    assert result.report.person_fraction >= 0.8
+    reference = every.at(sampled.frames)
+    upper = [0, 1, 2, 5, 15, 16]  # nose, neck, shoulders, eyes
+    both = (sampled.keypoints[:, upper, 2] > 0.5) & (reference[:, upper, 2] > 0.5)
+    error = np.linalg.norm(sampled.keypoints[:, upper, :2] - reference[:, upper, :2], axis=-1)[both]
+    assert both.mean() > 0.5 and np.median(error) < 4.0  # pixels in a 128 x 160 frame
