@@ -383,7 +383,8 @@ def detect_video(video: str | os.PathLike, *, recognizer: str | os.PathLike, det
     first = stride // 2
     native = (info.width, info.height)
     pose_size = min(POSE_SHORT_SIDE, min(native))
-    seconds = {"decode": 0.0, "pose": 0.0, "encode": 0.0}
+    pose_stage = "pose" if keypoints is None else "convert"
+    seconds = {"decode": 0.0, pose_stage: 0.0, "encode": 0.0}
     decoded = DecodeReport()
     estimated: list[tuple[int, np.ndarray]] = []
 
@@ -410,7 +411,7 @@ def detect_video(video: str | os.PathLike, *, recognizer: str | os.PathLike, det
             else:
                 item.keypoints = track.at([item.index], max_gap=stride // 2)[0]
             item.frame = None
-            seconds["pose"] += time.perf_counter() - tick
+            seconds[pose_stage] += time.perf_counter() - tick
             yield item
 
     def chunks(items: Iterable[_Sampled]):

@@ -346,42 +346,19 @@ def iter_frames(
     of decoded frames and the error that ended a damaged stream early; ``threads`` lets the decoder
     use several threads. Memory does not grow with the video's length.
     """
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
-    if start < 0:
-        raise ValueError(f"start must be >= 0, got {start}")
-    path = Path(path)
-    container = _open(path)
-    try:
-        stream = container.streams.video[0]
-        fps = _stream_fps(stream)
-        if fps is None:
-            raise DataError(path, "the video stream has no frame rate")
-        native = out_size = None
-        for index, frame in enumerate(_decoded_frames(container, path, report, threads=threads)):
-            if end is not None and index >= end:
-                break
-            if index < start or (index - start) % stride:
-                continue
-            if not convert:
-                yield index, index / fps, None
-                continue
-            if native is None:
-                native = _upright_size(stream, frame)
-                out_size = _resized_size(*native, size)
-            yield index, index / fps, _to_rgb(frame, out_size, native)
-    finally:
-        container.close()
+    for index, decoded in iter_decoded(path, stride=stride, start=start, end=end, report=report, threads=threads):
+        yield index, index / decoded.fps, (decoded.rgb(size) if convert else None)
 
 
 class DecodedFrame:
     """One decoded frame, converted to RGB only when asked (:meth:`rgb`)."""
 
-    __slots__ = ("_frame", "_native")
+    __slots__ = ("_frame", "_native", "fps")
 
-    def __init__(self, frame, native: tuple[int, int]) -> None:
+    def __init__(self, frame, native: tuple[int, int], fps: float) -> None:
         self._frame = frame
         self._native = native
+        self.fps = fps  # of the stream
 
     def rgb(self, size: int | None = None) -> np.ndarray:
         """(H, W, 3) uint8 RGB, upright, the shorter side ``size`` when given (else the native size)."""
@@ -393,14 +370,15 @@ def iter_decoded(
     *,
     stride: int = 1,
     start: int = 0,
+    end: int | None = None,
     report: DecodeReport | None = None,
     threads: bool = False,
 ) -> Iterator[tuple[int, DecodedFrame]]:
-    """Stream ``(frame_index, DecodedFrame)`` for frames ``start, start + stride, ...`` to the end.
+    """Stream ``(frame_index, DecodedFrame)`` for frames ``start, start + stride, ...`` below ``end``.
 
     The frames in between are decoded but never converted; a yielded frame is converted only when
-    its :meth:`DecodedFrame.rgb` is called, at the size the caller needs. ``report`` and ``threads``
-    as for :func:`iter_frames`.
+    its :meth:`DecodedFrame.rgb` is called, at the size the caller needs. ``end``, ``report`` and
+    ``threads`` as for :func:`iter_frames`.
     """
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
@@ -410,13 +388,18 @@ def iter_decoded(
     container = _open(path)
     try:
         stream = container.streams.video[0]
+        fps = _stream_fps(stream)
+        if fps is None:
+            raise DataError(path, "the video stream has no frame rate")
         native = None
         for index, frame in enumerate(_decoded_frames(container, path, report, threads=threads)):
+            if end is not None and index >= end:
+                break
             if index < start or (index - start) % stride:
                 continue
             if native is None:
                 native = _upright_size(stream, frame)
-            yield index, DecodedFrame(frame, native)
+            yield index, DecodedFrame(frame, native, fps)
     finally:
         container.close()
 
