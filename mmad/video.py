@@ -6,6 +6,10 @@ numpy and return ``int64`` index arrays of shape (T,) that :func:`read_frames` a
 
 Nothing here holds a whole video in memory: :func:`read_frames` keeps only the requested frames and
 stops decoding after the last one; :func:`iter_frames` streams.
+
+Rotation metadata (the display matrix a phone writes for a portrait video) is honoured: frames are
+returned upright, and :class:`VideoInfo` gives the upright ``width`` x ``height``, as players and
+OpenPose show the video.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class VideoInfo:
     ``fps`` frames per second; ``num_frames`` frame count (from the container header, or
     ``round(duration * fps)`` when the header has none); ``width``/``height`` in pixels;
     ``duration`` in seconds (``num_frames / fps`` when the container gives no duration).
+    ``width``/``height`` are those of the upright picture: swapped from the coded size when
+    ``rotation`` (counter-clockwise degrees, 0/90/180/270, from the display matrix) is 90 or 270.
     """
 
     fps: float
@@ -36,6 +42,20 @@ class VideoInfo:
     width: int
     height: int
     duration: float
+    rotation: int = 0
+
+
+@dataclass
+class DecodeReport:
+    """Filled in by :func:`iter_frames` while it streams: how far decoding really got.
+
+    ``frames_decoded`` counts every decoded frame (converted or not); ``error`` is the decoder's
+    message when a damaged stream ended early (None when the stream ended normally or was not read
+    to its end).
+    """
+
+    frames_decoded: int = 0
+    error: str | None = None
 
 
 def _open(path: Path):
@@ -65,8 +85,17 @@ def _stream_fps(stream) -> float | None:
     return None
 
 
+def _frame_rotation(frame) -> int:
+    """The counter-clockwise display rotation of a decoded frame, one of 0, 90, 180, 270."""
+    try:
+        degrees = float(getattr(frame, "rotation", 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+    return int(round(degrees / 90.0)) % 4 * 90
+
+
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """Read fps, frame count, size and duration of ``path`` from its container (no decoding).
+    """Read fps, frame count, size, duration and rotation of ``path`` (the header and its first frame).
 
     Raises :class:`DataError` naming the file when it is missing, empty, unreadable, truncated or
     has no video frames.
@@ -94,7 +123,14 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         height = int(stream.codec_context.height)
         if width <= 0 or height <= 0:
             raise DataError(path, f"bad frame size {width}x{height}")
-        return VideoInfo(fps=fps, num_frames=num_frames, width=width, height=height, duration=duration)
+        first = next(_decoded_frames(container, path), None)
+        if first is None:
+            raise DataError(path, "no frame could be decoded")
+        rotation = _frame_rotation(first)
+        if rotation in (90, 270):
+            width, height = height, width
+        return VideoInfo(fps=fps, num_frames=num_frames, width=width, height=height, duration=duration,
+                         rotation=rotation)
     finally:
         container.close()
 
@@ -192,24 +228,52 @@ def _resized_size(width: int, height: int, short_side: int | None) -> tuple[int,
 
 
 def _to_rgb(frame, out_size: tuple[int, int], native: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a decoded frame, upright, of the upright size ``out_size`` (W, H).
+
+    ``native`` is the upright size of the stream; frames carrying a display rotation are converted
+    at their coded size and then turned.
+    """
+    rotation = _frame_rotation(frame)
+    coded = out_size if rotation in (0, 180) else (out_size[1], out_size[0])
     if out_size == native:
-        return frame.to_ndarray(format="rgb24")
-    return frame.to_ndarray(format="rgb24", width=out_size[0], height=out_size[1])
+        array = frame.to_ndarray(format="rgb24")
+    else:
+        array = frame.to_ndarray(format="rgb24", width=coded[0], height=coded[1])
+    if rotation:
+        array = np.ascontiguousarray(np.rot90(array, k=rotation // 90))
+    return array
 
 
-def _decoded_frames(container, path: Path):
-    """Yield decoded frames; a decoding error after the first frame ends the stream (truncated data)."""
+def _upright_size(stream, first_frame=None) -> tuple[int, int]:
+    width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+    if first_frame is not None and _frame_rotation(first_frame) in (90, 270):
+        return height, width
+    return width, height
+
+
+def _decoded_frames(container, path: Path, report: DecodeReport | None = None, *, threads: bool = False):
+    """Yield decoded frames; a decoding error after the first frame ends the stream (truncated data).
+
+    ``report`` (when given) counts the frames and records the error that ended a damaged stream.
+    ``threads`` lets the decoder use several threads (frames still come in order).
+    """
     import av
 
     stream = container.streams.video[0]
+    if threads:
+        stream.thread_type = "AUTO"
     produced = False
     try:
         for frame in container.decode(stream):
             produced = True
+            if report is not None:
+                report.frames_decoded += 1
             yield frame
     except av.error.FFmpegError as exc:
         if not produced:
             raise DataError(path, f"cannot decode any frame ({exc.__class__.__name__}: {exc})") from None
+        if report is not None:
+            report.error = f"{exc.__class__.__name__}: {exc}"
 
 
 def read_frames(path: str | os.PathLike, indices, *, size: int | None = None) -> np.ndarray:
@@ -242,9 +306,11 @@ def read_frames(path: str | os.PathLike, indices, *, size: int | None = None) ->
     container = _open(path)
     try:
         stream = container.streams.video[0]
-        native = (int(stream.codec_context.width), int(stream.codec_context.height))
-        out_size = _resized_size(*native, size)
+        native = out_size = None
         for index, frame in enumerate(_decoded_frames(container, path)):
+            if native is None:
+                native = _upright_size(stream, frame)
+                out_size = _resized_size(*native, size)
             if index in needed or index == last_needed:
                 kept[index] = _to_rgb(frame, out_size, native)
             last_frame = (index, frame)
@@ -267,12 +333,52 @@ def iter_frames(
     start: int = 0,
     end: int | None = None,
     size: int | None = None,
-) -> Iterator[tuple[int, float, np.ndarray]]:
+    convert: bool = True,
+    report: DecodeReport | None = None,
+    threads: bool = False,
+) -> Iterator[tuple[int, float, np.ndarray | None]]:
     """Stream ``(frame_index, time_s, frame)`` for frames ``start, start + stride, ...`` below ``end``.
 
     ``start``/``end`` are frame indices (``end`` exclusive, None = to the end of the stream);
-    ``time_s = frame_index / fps``; ``frame`` is (H, W, 3) uint8 RGB, resized so that the shorter side
-    is ``size`` when given. Memory does not grow with the video's length.
+    ``time_s = frame_index / fps``; ``frame`` is (H, W, 3) uint8 RGB, upright, resized so that the
+    shorter side is ``size`` when given (None with ``convert=False``: only decoded and counted).
+    Frames between the yielded ones are decoded but never converted. ``report`` receives the count
+    of decoded frames and the error that ended a damaged stream early; ``threads`` lets the decoder
+    use several threads. Memory does not grow with the video's length.
+    """
+    for index, decoded in iter_decoded(path, stride=stride, start=start, end=end, report=report, threads=threads):
+        yield index, index / decoded.fps, (decoded.rgb(size) if convert else None)
+
+
+class DecodedFrame:
+    """One decoded frame, converted to RGB only when asked (:meth:`rgb`)."""
+
+    __slots__ = ("_frame", "_native", "fps")
+
+    def __init__(self, frame, native: tuple[int, int], fps: float) -> None:
+        self._frame = frame
+        self._native = native
+        self.fps = fps  # of the stream
+
+    def rgb(self, size: int | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 RGB, upright, the shorter side ``size`` when given (else the native size)."""
+        return _to_rgb(self._frame, _resized_size(*self._native, size), self._native)
+
+
+def iter_decoded(
+    path: str | os.PathLike,
+    *,
+    stride: int = 1,
+    start: int = 0,
+    end: int | None = None,
+    report: DecodeReport | None = None,
+    threads: bool = False,
+) -> Iterator[tuple[int, DecodedFrame]]:
+    """Stream ``(frame_index, DecodedFrame)`` for frames ``start, start + stride, ...`` below ``end``.
+
+    The frames in between are decoded but never converted; a yielded frame is converted only when
+    its :meth:`DecodedFrame.rgb` is called, at the size the caller needs. ``end``, ``report`` and
+    ``threads`` as for :func:`iter_frames`.
     """
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
@@ -285,14 +391,15 @@ def iter_frames(
         fps = _stream_fps(stream)
         if fps is None:
             raise DataError(path, "the video stream has no frame rate")
-        native = (int(stream.codec_context.width), int(stream.codec_context.height))
-        out_size = _resized_size(*native, size)
-        for index, frame in enumerate(_decoded_frames(container, path)):
+        native = None
+        for index, frame in enumerate(_decoded_frames(container, path, report, threads=threads)):
             if end is not None and index >= end:
                 break
             if index < start or (index - start) % stride:
                 continue
-            yield index, index / fps, _to_rgb(frame, out_size, native)
+            if native is None:
+                native = _upright_size(stream, frame)
+            yield index, DecodedFrame(frame, native, fps)
     finally:
         container.close()
 
@@ -301,9 +408,12 @@ def iter_frames(
 
 
 def write_video(
-    path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, *, crf: int = 23
+    path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, *, crf: int = 23, rotation: int = 0
 ) -> Path:
     """Encode ``frames`` ((H, W, 3) uint8 RGB each, H and W even) as H.264 yuv420p at ``fps``.
+
+    ``rotation`` (counter-clockwise degrees) is stored as display metadata, as a phone does for a
+    portrait video: the frames are stored as given and shown turned.
 
     Writes to a temporary file beside ``path`` and renames it into place, so a reader never sees a
     half-written video. The container format follows the suffix (``.mp4``). Encoding is single
@@ -319,11 +429,11 @@ def write_video(
         raise ValueError(f"fps must be > 0, got {fps}")
     rate = Fraction(fps).limit_denominator(1001)
     with atomic_path(path) as tmp:
-        _encode_frames(av.open(str(tmp), mode="w"), frames, rate, crf)
+        _encode_frames(av.open(str(tmp), mode="w"), frames, rate, crf, rotation)
     return path
 
 
-def _encode_frames(container, frames: Iterable[np.ndarray], rate: Fraction, crf: int) -> None:
+def _encode_frames(container, frames: Iterable[np.ndarray], rate: Fraction, crf: int, rotation: int = 0) -> None:
     """Encode ``frames`` into an open PyAV output ``container`` and close it (see :func:`write_video`)."""
     import av
 
@@ -343,6 +453,8 @@ def _encode_frames(container, frames: Iterable[np.ndarray], rate: Fraction, crf:
                 stream.pix_fmt = "yuv420p"
                 stream.options = {"crf": str(int(crf)), "preset": "veryfast", "threads": "1"}
                 stream.codec_context.time_base = 1 / rate
+                if rotation % 360:
+                    stream.set_display_rotation(rotation % 360)
             elif (height, width) != (stream.height, stream.width):
                 raise ValueError(
                     f"frame {count}: size {width}x{height} differs from the first frame's "

@@ -146,7 +146,7 @@ def test_detect_writes_json_csv_and_timeline(trained, tmp_path):
     assert len(table) == len(record["detections"])
     png = tmp_path / "out" / "val0000_timeline.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "detections in" in out
+    assert "detection(s)" in out and "s of video" in out
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mediapipe") is not None, reason="the pose extra is installed")

@@ -170,7 +170,8 @@ def test_extract_pose_writes_openpose_frames_named_by_video_index(tmp_path):
     result = extract_pose_video(video, tmp_path / "kp", stride=2, estimator=fake, progress=False)
     assert fake.calls == 4
     names = sorted(p.name for p in (tmp_path / "kp").iterdir())
-    assert names == [f"clip_{t:012d}_keypoints.json" for t in (0, 2, 4, 6)]
+    assert names == [f"clip_{t:012d}_keypoints.json" for t in (0, 2, 4, 6)] + ["keypoints.npz"]
+    assert not list(tmp_path.glob(".kp*")), "no staging folder is left"
     assert (result.num_frames, result.num_detected) == (4, 2)
     assert result.detection_rate == 0.5
     for t in (2, 4):
@@ -186,7 +187,7 @@ def test_extract_pose_writes_openpose_frames_named_by_video_index(tmp_path):
     np.testing.assert_allclose(kp[0, 25:46], left[0], atol=2e-3)
     # the thin wrapper returns the folder; without hands the hand arrays are empty
     out = extract_pose(video, tmp_path / "kp2", estimator=FakeEstimator(), with_hands=False, progress=False)
-    assert out == tmp_path / "kp2" and len(list(out.iterdir())) == 7
+    assert out == tmp_path / "kp2" and len(list(out.glob("*.json"))) == 7
     doc = json.loads((out / "clip_000000000000_keypoints.json").read_text())
     assert doc["people"][0]["hand_left_keypoints_2d"] == []
 
@@ -233,18 +234,21 @@ def test_missing_mediapipe_gives_the_install_hint(monkeypatch, tmp_path, capsys)
     assert rc == 2 and ".[pose]" in capsys.readouterr().err
 
 
+class FakeMediaPipe(FakeEstimator):
+    """Stands in for :class:`MediaPipePoseEstimator` (same constructor and context manager)."""
+
+    def __init__(self, **options):
+        super().__init__()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
 def test_cli_folder_mode_lists_skipped_videos(monkeypatch, tmp_path, capsys):
     import mmad.pose as pose
-
-    class FakeMediaPipe(FakeEstimator):
-        def __init__(self, **options):
-            super().__init__()
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            pass
 
     monkeypatch.setattr(pose, "MediaPipePoseEstimator", FakeMediaPipe)
     monkeypatch.setattr(pose, "load_mediapipe_pose", lambda: None)
@@ -256,7 +260,7 @@ def test_cli_folder_mode_lists_skipped_videos(monkeypatch, tmp_path, capsys):
     assert rc == 1
     assert "1 of 2 videos done: 3 frames, person in 1 (33.3%)" in out
     assert "b.mp4" in err and "skipped" in err
-    assert sorted(p.name for p in (tmp_path / "kp" / "a").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "kp" / "a").glob("*.json")) == [
         f"a_{t:012d}_keypoints.json" for t in (0, 2, 4)]
     rc = mmad_main(["pose", "extract", str(videos / "a.mp4"), "--out", str(tmp_path / "one"), "--quiet"])
     assert rc == 0 and "5 frames, person in 3 (60.0%)" in capsys.readouterr().out
@@ -302,3 +306,56 @@ def test_mediapipe_model_on_a_micropuppet_clip(tmp_path):
         with pytest.raises(DataError, match="model_complexity=2"):
             extract_pose_video(job.video_path, tmp_path / "kp2", model_complexity=2, progress=False)
         assert not list((tmp_path / "kp2").glob("*.json"))
+
+
+def test_folder_extraction_with_workers_matches_one_process(monkeypatch, tmp_path, capsys):
+    import mmad.pose as pose
+
+    monkeypatch.setattr(pose, "MediaPipePoseEstimator", FakeMediaPipe)  # inherited by forked workers
+    monkeypatch.setattr(pose, "load_mediapipe_pose", lambda: None)
+    videos = tmp_path / "videos"
+    for name, frames in (("a", 5), ("b", 3), ("c", 6)):
+        write_test_video(videos / f"{name}.mp4", frames)
+    (videos / "d.mp4").write_bytes(b"junk")
+    rc = mmad_main(["pose", "extract", str(videos), "--out", str(tmp_path / "one"), "--quiet"])
+    assert rc == 1
+    capsys.readouterr()
+    rc = mmad_main(["pose", "extract", str(videos), "--out", str(tmp_path / "two"), "--workers", "2", "--quiet"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "3 of 4 videos done: 14 frames" in out and "d.mp4" in err
+    for name in "abc":
+        one = sorted(p.name for p in (tmp_path / "one" / name).iterdir())
+        two = sorted(p.name for p in (tmp_path / "two" / name).iterdir())
+        assert one == two and "keypoints.npz" in two
+        np.testing.assert_array_equal(read_openpose_folder(tmp_path / "one" / name),
+                                      read_openpose_folder(tmp_path / "two" / name))
+    assert not (tmp_path / "two" / "d").exists()
+    assert not [p for p in (tmp_path / "two").iterdir() if p.name.startswith(".")]
+
+
+def test_out_that_is_a_file_fails_before_the_model(tmp_path, capsys, monkeypatch):
+    import mmad.pose as pose
+
+    def no_model(**options):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(pose, "MediaPipePoseEstimator", no_model)
+    monkeypatch.setattr(pose, "load_mediapipe_pose", lambda: None)
+    video = write_test_video(tmp_path / "clip.mp4", 2)
+    taken = tmp_path / "taken"
+    taken.write_text("keep")
+    for source in (video, tmp_path):
+        assert mmad_main(["pose", "extract", str(source), "--out", str(taken), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "taken" in err and "not a folder" in err
+    assert taken.read_text() == "keep"
+
+
+def test_a_rerun_replaces_the_folder_whole(tmp_path):
+    video = write_test_video(tmp_path / "clip.mp4", 6)
+    extract_pose_video(video, tmp_path / "kp", estimator=FakeEstimator(), progress=False)
+    (tmp_path / "kp" / "clip_000000000099_keypoints.json").write_text("{}")  # left from another run
+    extract_pose_video(video, tmp_path / "kp", stride=3, estimator=FakeEstimator(), progress=False)
+    assert sorted(p.name for p in (tmp_path / "kp").glob("*.json")) == [
+        f"clip_{t:012d}_keypoints.json" for t in (0, 3)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "kp"]

@@ -191,3 +191,52 @@ def test_probe_derives_frame_count_from_duration_when_container_has_none(tmp_pat
     info = probe(path)
     assert info.num_frames == 25 and info.fps == 25.0 and info.duration == pytest.approx(1.0)
     assert _level(read_frames(path, [24])[0]) == 24
+
+
+# --------------------------------------------------------------------------- rotation, decode report
+
+
+def _marked_frames(count: int, width: int = 64, height: int = 32):
+    frames = []
+    for t in range(count):
+        frame = np.zeros((height, width, 3), np.uint8)
+        frame[:8, :8] = 255  # a top-left mark, to see which way a frame is turned
+        frame[-1, -1] = 10 * t
+        frames.append(frame)
+    return frames
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotation_metadata_is_honoured(tmp_path, rotation):
+    from mmad.video import iter_decoded, iter_frames, probe, read_frames, write_video
+
+    path = write_video(tmp_path / "phone.mp4", _marked_frames(4), fps=10, rotation=rotation)
+    info = probe(path)
+    assert info.rotation == rotation
+    upright = np.rot90(_marked_frames(1)[0], k=rotation // 90)
+    assert (info.height, info.width) == upright.shape[:2]
+    frame = read_frames(path, [0])[0]
+    assert frame.shape == upright.shape
+    mark = upright[..., 0] > 128
+    assert frame[..., 0][mark].mean() > 200 and frame[..., 0][~mark].mean() < 40
+    small = next(iter_frames(path, size=16))[2]
+    assert min(small.shape[:2]) == 16 and (small.shape[0] > small.shape[1]) == (upright.shape[0] > upright.shape[1])
+    index, decoded = next(iter_decoded(path, start=1))
+    assert index == 1 and decoded.rgb().shape == upright.shape
+
+
+def test_decode_report_counts_frames_of_a_truncated_file(tmp_path):
+    from mmad.video import DecodeReport, iter_decoded, iter_frames, probe, write_video
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (32, 48, 3), dtype=np.uint8) for _ in range(60)]
+    full = write_video(tmp_path / "full.mkv", frames, fps=10)
+    report = DecodeReport()
+    assert [i for i, _, f in iter_frames(full, stride=7, convert=False, report=report)] == list(range(0, 60, 7))
+    assert report.frames_decoded == 60 and report.error is None
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    assert probe(cut).num_frames == 60  # the header still says 60
+    report = DecodeReport()
+    kept = [i for i, _ in iter_decoded(cut, stride=5, start=2, report=report)]
+    assert 0 < report.frames_decoded < 60 and kept == list(range(2, report.frames_decoded, 5))

@@ -5,6 +5,7 @@
     mmad detection train --config C [--data DIR] [--out RUN] [--epochs N] [--set K=V ...] [--resume]
     mmad detection test --checkpoint K [--config C] [--split val] [--pred CSV] [--out DIR] [--diagnose OUT] [--set K=V ...]
     mmad detect VIDEO [--keypoints DIR] --recognizer K1 --detector K2 --out OUT [--device D] [--html]
+                [--score-threshold F] [--max-detections N] [--strict]
 
 Features go to ``data.feature_dir`` (relative to the working directory, like ``out``; ``--out``
 names another folder, ``--in-dataset`` puts them in DATA/features), never into the dataset unless
@@ -91,17 +92,27 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "detect", help="detect micro-actions in one raw video (JSON, CSV and a timeline PNG)",
         description="Detect the micro-actions of one video with a recognizer (clip encoder) and a trained "
-                    "detection head, and write OUT/<video>.json, OUT/<video>.csv and OUT/<video>_timeline.png. "
-                    "Keypoints come from --keypoints (the video's OpenPose JSON folder) or, without it, from "
-                    "MediaPipe when the pose extra is installed.")
+                    "detection head, and write OUT/<video>.json, OUT/<video>.csv and OUT/<video>_timeline.png "
+                    "(each atomically). Keypoints come from --keypoints (the video's OpenPose JSON folder, the "
+                    "folder of 'mmad pose extract' or a keypoints .npz) or, without it, from MediaPipe (the pose "
+                    "extra) run on the frames the encoder samples; the estimated track is kept as "
+                    "OUT/<video>_keypoints.npz. Steps without a person get no detections. A video that decodes "
+                    "fewer frames than its header says, or keypoints that cover fewer frames, give a warning "
+                    "(an error with --strict); keypoints of another video are refused.")
     p.add_argument("video", metavar="VIDEO", help="the video file")
-    p.add_argument("--keypoints", metavar="DIR", help="the video's OpenPose JSON folder")
+    p.add_argument("--keypoints", metavar="DIR", help="the video's OpenPose JSON folder (or a keypoints .npz)")
     p.add_argument("--recognizer", required=True, metavar="K1", help="the recognition checkpoint (clip encoder)")
     p.add_argument("--detector", required=True, metavar="K2", help="the detection checkpoint")
     p.add_argument("--out", required=True, metavar="OUT", help="output folder")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--html", action="store_true", help="also write OUT/<video>.html, the page of 'mmad view' "
                    "(video, timeline, table; the pose overlay with --keypoints)")
+    p.add_argument("--score-threshold", type=float, metavar="F",
+                   help="keep detections scoring at least F (default: the detector's postprocess.score_threshold)")
+    p.add_argument("--max-detections", type=int, metavar="N",
+                   help="keep at most N detections (default: the detector's postprocess.max_segments)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop (status 2) when the frames decoded or the keypoints do not match the video's header")
     p.set_defaults(func=run_detect)
 
 
@@ -183,20 +194,41 @@ def run_test(args) -> int:
 
 
 def run_detect(args) -> int:
-    from detection.predict import detect_video, write_detections
+    import signal
+    import sys
+    from pathlib import Path
 
-    result = detect_video(args.video, recognizer=args.recognizer, detector=args.detector, keypoints=args.keypoints,
-                          device=args.device)
-    files = write_detections(result, args.out)
-    if args.html:
-        from pathlib import Path
+    from detection.predict import check_output_folder, detect_video, resolve_device, write_detections
 
-        from mmad.viewer import write_viewer_page
+    # everything that can be checked before the work is checked first
+    check_output_folder(args.out)
+    resolve_device(args.device)
 
-        files["html"] = write_viewer_page(Path(args.out) / f"{result.video_id}.html", args.video, result.detections,
-                                          keypoints_dir=args.keypoints)
-    table = result.detections
-    print(f"{result.video_id}: {len(table)} detections in {result.duration:.2f} s")
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt  # unwinds: temporary files and threads are cleaned up
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    try:
+        result = detect_video(args.video, recognizer=args.recognizer, detector=args.detector,
+                              keypoints=args.keypoints, device=args.device, score_threshold=args.score_threshold,
+                              max_detections=args.max_detections, strict=args.strict,
+                              progress=getattr(args, "verbosity", 0) >= 0 and sys.stderr.isatty(),
+                              on_warning=lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
+        files = write_detections(result, args.out)
+        keypoint_folder = args.keypoints if args.keypoints and Path(args.keypoints).is_dir() else None
+        if args.html:
+            from mmad.viewer import write_viewer_page
+
+            files["html"] = write_viewer_page(Path(args.out) / f"{result.video_id}.html", args.video,
+                                              result.detections, keypoints_dir=keypoint_folder)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    report, table = result.report, result.detections
+    times = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in report.stage_seconds.items())
+    print(f"{result.video_id}: {result.seconds_seen:.2f} s of video ({report.frames_decoded} frames, "
+          f"{report.sampled} sampled), a person in {100 * report.person_fraction:.0f}% of the sampled frames")
+    print(f"took {report.wall_seconds:.1f} s ({times}; decode, pose and encode overlap)")
+    print(f"{len(table)} detection(s)" + (":" if len(table) else ""))
     for row in table.head(10).itertuples(index=False):
         print(f"  {row.t_start:7.2f}-{row.t_end:7.2f} s  {row.score:.3f}  {row.label:2d} {row.class_name}"
               + (f" ({row.body_group})" if row.body_group else ""))
