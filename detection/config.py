@@ -89,7 +89,7 @@ class PostprocessConfig:
     """Candidate selection and soft-NMS (detection.postprocess)."""
 
     score_threshold: float = 0.001
-    pre_nms_topk: int = 2000
+    pre_nms_topk: int = 2000  # candidates per video and pyramid level (ActionFormer's selection)
     nms_sigma: float = 0.5
     min_score: float = 0.001
     max_segments: int = 100

@@ -1,7 +1,12 @@
 """Losses of the temporal head: sigmoid focal loss for classes, DIoU loss for boundaries.
 
-Both are summed over the batch and divided by a running mean (EMA) of the number of positives
-per batch, kept in the model's ``num_positives_ema`` buffer so that resumed runs continue with it.
+Both are summed over the batch and divided by a running mean (EMA) of the number of positive
+points per batch, kept in the model's ``num_positives_ema`` buffer so that resumed runs continue
+with it. A point counts once however many classes it is positive for (ActionFormer's count): the
+classification loss sums over (point, class) pairs and, with class-aware regression, the boundary
+loss sums over positive (point, class) pairs, so a point inside two overlapping actions weighs
+twice as much as a point inside one, as its two targets do. Counting (point, class) pairs instead
+would divide by a number that grows with overlap and shrink exactly those points' share.
 """
 
 from __future__ import annotations
@@ -68,10 +73,11 @@ def detection_loss(output: DetectorOutput, targets: AssignedTargets, *, positive
             ``update_ema`` (training), read as the normaliser.
 
     Returns:
-        dict with ``loss`` (total), ``cls_loss``, ``reg_loss`` and ``num_positives`` (0-dim tensors).
+        dict with ``loss`` (total), ``cls_loss``, ``reg_loss`` and ``num_positives`` (positive points;
+        0-dim tensors).
     """
     positives = targets.reg_positive
-    num_positives = positives.sum()
+    num_positives = (targets.positive_points & output.mask).sum()
     if update_ema:
         update_positive_ema(positive_ema, num_positives, momentum=ema_momentum)
     normaliser = positive_ema.detach().clamp(min=1.0)

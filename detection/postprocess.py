@@ -1,8 +1,9 @@
 """From head outputs to a table of detections in seconds.
 
 Every (point, class) pair is a candidate with score ``sigmoid(logit)``. Per video: candidates over
-padding or under ``score_threshold`` are dropped, the ``pre_nms_topk`` best are decoded to
-segments, converted to seconds and clipped to ``[0, duration]``. Gaussian soft-NMS then runs
+padding or under ``score_threshold`` are dropped, the ``pre_nms_topk`` best of each pyramid level
+(as ActionFormer selects them, so the fine levels' many points cannot crowd out the coarse levels'
+long segments or a rare class's tail) are decoded to segments, converted to seconds and clipped to ``[0, duration]``. Gaussian soft-NMS then runs
 separately for every (video, class) group, all groups at once on padded tensors, and each video
 keeps its ``max_segments`` best survivors. The output is a pandas DataFrame with the columns
 ``video_id, t_start, t_end, label, score``.
@@ -92,6 +93,22 @@ def soft_nms_reference(segments: list[tuple[float, float]], scores: list[float],
     return kept
 
 
+def pyramid_level_slices(points: torch.Tensor) -> list[tuple[int, int]]:
+    """``[(first, end), ...]``: the rows of each pyramid level in a point table (P, 4) (levels are
+    consecutive runs of one stride)."""
+    stride = points[:, 3]
+    change = torch.nonzero(stride[1:] != stride[:-1]).flatten() + 1
+    bounds = [0, *change.tolist(), int(stride.numel())]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def top_candidates(scores: torch.Tensor, score_threshold: float, topk: int) -> torch.Tensor:
+    """Indices of the at most ``topk`` highest ``scores`` (1-D) above ``score_threshold``, best first."""
+    candidates = torch.nonzero(scores > score_threshold).flatten()
+    order = torch.argsort(scores[candidates], descending=True, stable=True)[:topk]
+    return candidates[order]
+
+
 def _pack_groups(group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Slots of Q grouped items in a padded (G, K) layout: (sort order, group row, column, K)."""
     order = torch.argsort(group_ids, stable=True)
@@ -114,7 +131,7 @@ def postprocess_detections(output: DetectorOutput, *, timelines: Sequence[Timeli
         durations: B video durations in seconds (segments are clipped to them).
         video_ids: B ids.
         score_threshold: candidates scoring at or below it are dropped before NMS.
-        pre_nms_topk: at most this many candidates per video enter NMS.
+        pre_nms_topk: at most this many candidates per video and pyramid level enter NMS.
         nms_sigma, min_score: Gaussian soft-NMS parameters (see :func:`batched_soft_nms`).
         max_segments: at most this many detections per video.
         min_duration: segments shorter than this (seconds, after clipping) are dropped.
@@ -127,11 +144,12 @@ def postprocess_detections(output: DetectorOutput, *, timelines: Sequence[Timeli
         decoded = output.segments().float()
         num_classes = probs.shape[-1]
         seg_list, score_list, label_list, video_list = [], [], [], []
+        level_slices = pyramid_level_slices(output.points)
         for b in range(probs.shape[0]):
             flat = (probs[b] * output.mask[b, :, None]).flatten()
-            candidates = torch.nonzero(flat > score_threshold).flatten()
-            if candidates.numel() > pre_nms_topk:
-                candidates = candidates[flat[candidates].topk(pre_nms_topk).indices]
+            candidates = torch.cat([top_candidates(flat[first * num_classes:end * num_classes], score_threshold,
+                                                   pre_nms_topk) + first * num_classes
+                                    for first, end in level_slices])
             point, label = candidates // num_classes, candidates % num_classes
             steps = decoded[b, point, label] if output.class_aware else decoded[b, point]
             seconds = timelines[b].to_seconds(steps).clamp(min=0.0, max=float(durations[b]))

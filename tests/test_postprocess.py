@@ -133,3 +133,24 @@ def test_capped_soft_nms_keeps_the_same_top_detections():
     assert len(full) > 2 * 7
     expected = full.groupby("video_id", sort=False).head(7).reset_index(drop=True)
     pd.testing.assert_frame_equal(capped, expected)
+
+
+def test_pre_nms_topk_is_per_pyramid_level():
+    # the finest level floods class 0 with confident candidates; the coarse level holds the only
+    # class-1 candidate, less confident. A per-video top-k of 20 would drop it; per level it stays.
+    num_steps, num_classes = 20, 2
+    points = pyramid_points(num_steps, regression_ranges=[(0, 4), (4, 1e4)])  # 20 + 10 points
+    logits = torch.full((1, points.shape[0], num_classes), -20.0)
+    logits[0, :num_steps, 0] = 4.0
+    logits[0, num_steps + 3, 1] = 1.0
+    offsets = torch.ones(1, points.shape[0], num_classes, 2)
+    output = DetectorOutput(cls_logits=logits, offsets=offsets, points=points,
+                            mask=torch.ones(1, points.shape[0], dtype=torch.bool))
+    timeline = Timeline.from_stride(fps=30.0, stride_frames=4, num_steps=num_steps)
+    table = postprocess_detections(output, timelines=[timeline], durations=[10.0], video_ids=["v"],
+                                   score_threshold=0.01, pre_nms_topk=num_steps, max_segments=100)
+    assert (table["label"] == 1).sum() == 1
+    # and within a level the cap holds: at most 5 of the finest level's 20 candidates
+    capped = postprocess_detections(output, timelines=[timeline], durations=[10.0], video_ids=["v"],
+                                    score_threshold=0.01, pre_nms_topk=5, max_segments=100, nms_sigma=1e-6)
+    assert (capped["label"] == 0).sum() <= 5 and (capped["label"] == 1).sum() == 1
