@@ -173,6 +173,36 @@ class DetectionTask:
         return metrics
 
 
+def write_test_metrics(result, out_dir: str | os.PathLike, *, subset: str, num_classes: int) -> tuple[Path, Path]:
+    """Write ``metrics_<subset>.json`` (``DetectionResult.to_dict``) and ``per_class_ap_<subset>.csv``.
+
+    The CSV has one row per class with ground truth: ``class, name, ground_truth, AP@0.1 ... AP@0.9,
+    AP`` (AP averaged over the thresholds). Both files are written atomically. Returns their paths.
+    """
+    import json
+
+    from detection.predict import label_names
+    from eval.detection import threshold_key
+    from mmad.fileio import atomic_open, atomic_write_text
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = atomic_write_text(out_dir / f"metrics_{subset}.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    names, _ = label_names(num_classes)
+    rows = []
+    for j, c in enumerate(result.classes):
+        if result.num_ground_truth_per_class[j] == 0:
+            continue
+        row = {"class": int(c), "name": names[int(c)], "ground_truth": int(result.num_ground_truth_per_class[j])}
+        row.update({f"AP@{threshold_key(t)}": float(result.ap[i, j]) for i, t in enumerate(result.tiou_thresholds)})
+        row["AP"] = float(result.ap[:, j].mean())
+        rows.append(row)
+    csv_path = out_dir / f"per_class_ap_{subset}.csv"
+    with atomic_open(csv_path, "w", newline="") as handle:
+        pd.DataFrame(rows).to_csv(handle, index=False, float_format="%.4f")
+    return json_path, csv_path
+
+
 def train_detection(cfg: DetectionConfig, *, resume: bool = False, device: str | None = None):
     """Train the head as ``cfg`` says; the run folder is ``cfg.out``. Returns the engine's FitResult."""
     task = DetectionTask(cfg)

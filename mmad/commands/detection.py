@@ -44,7 +44,8 @@ def register(subparsers) -> None:
         "test", help="detect on a subset, write the challenge CSV and print mAP",
         description="Detect with a trained head on a subset (default data.test_subset), write the MMA-52 "
                     "challenge CSV (default RUN/predictions_<subset>.csv) and, when the subset is labelled, "
-                    "print mAP at tIoU 0.1-0.9, their average and mAP@0.5.")
+                    "print mAP at tIoU 0.1-0.9, their average and mAP@0.5, and write metrics_<subset>.json "
+                    "and per_class_ap_<subset>.csv (AP per class and tIoU, with class names) beside the CSV.")
     add_run_flags(p)
     p.add_argument("--checkpoint", required=True, metavar="K", help="a checkpoint of 'mmad detection train'")
     p.add_argument("--subset", help="subset to detect on (default: data.test_subset)")
@@ -112,20 +113,23 @@ def run_train(args) -> int:
 
 
 def run_test(args) -> int:
-    from detection.task import predict_subset
+    from pathlib import Path
+
+    from detection.task import predict_subset, write_test_metrics
     from eval.report import format_detection_table
 
     cfg = _load(args)
     subset = args.subset or cfg.data.test_subset
     predictions, result = predict_subset(cfg, args.checkpoint, subset=subset, predictions_path=args.predictions,
                                          device=args.device)
+    path = Path(args.predictions) if args.predictions else Path(cfg.out) / f"predictions_{subset}.csv"
     if result is not None:
         print(format_detection_table(result))
+        json_path, csv_path = write_test_metrics(result, path.parent, subset=subset,
+                                                 num_classes=cfg.model.num_classes)
+        print(f"metrics: {json_path}\nper-class AP: {csv_path}")
     else:
         print(f"{len(predictions)} detections; subset {subset!r} has no labels")
-    from pathlib import Path
-
-    path = Path(args.predictions) if args.predictions else Path(cfg.out) / f"predictions_{subset}.csv"
     print(f"predictions: {path}")
     return 0
 
