@@ -109,6 +109,28 @@ def top_candidates(scores: torch.Tensor, score_threshold: float, topk: int) -> t
     return candidates[order]
 
 
+def vote_boundaries(kept: torch.Tensor, kept_groups: torch.Tensor, candidates: torch.Tensor,
+                    candidate_scores: torch.Tensor, candidate_groups: torch.Tensor, *,
+                    min_iou: float) -> torch.Tensor:
+    """Boundary voting: each kept segment moves to the score-weighted mean of its group's candidates
+    that overlap it with IoU >= ``min_iou`` (the kept segment is among them, so it always has a vote).
+
+    Shapes: ``kept`` (S, 2), ``kept_groups`` (S,), ``candidates`` (Q, 2), ``candidate_scores`` (Q,),
+    ``candidate_groups`` (Q,) -> (S, 2).
+    """
+    if kept.numel() == 0:
+        return kept
+    voted = kept.clone()
+    for start in range(0, kept.shape[0], 256):
+        part = slice(start, start + 256)
+        iou = segment_iou(kept[part], candidates.expand(kept[part].shape[0], -1, -1))  # (s, Q)
+        votes = (iou >= min_iou) & (kept_groups[part, None] == candidate_groups[None, :])
+        weights = votes.to(candidate_scores.dtype) * candidate_scores[None, :]
+        total = weights.sum(dim=1, keepdim=True)
+        voted[part] = torch.where(total > 0, (weights @ candidates) / total.clamp(min=1e-12), kept[part])
+    return voted
+
+
 def _pack_groups(group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Slots of Q grouped items in a padded (G, K) layout: (sort order, group row, column, K)."""
     order = torch.argsort(group_ids, stable=True)
@@ -122,7 +144,7 @@ def _pack_groups(group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
 def postprocess_detections(output: DetectorOutput, *, timelines: Sequence[Timeline], durations: Sequence[float],
                            video_ids: Sequence[str], score_threshold: float = 1e-3, pre_nms_topk: int = 2000,
                            nms_sigma: float = 0.5, min_score: float = 1e-3, max_segments: int = 100,
-                           min_duration: float = 0.01) -> pd.DataFrame:
+                           min_duration: float = 0.01, voting_iou: float = 0.0) -> pd.DataFrame:
     """Detections of a batch in seconds.
 
     Args:
@@ -135,12 +157,15 @@ def postprocess_detections(output: DetectorOutput, *, timelines: Sequence[Timeli
         nms_sigma, min_score: Gaussian soft-NMS parameters (see :func:`batched_soft_nms`).
         max_segments: at most this many detections per video.
         min_duration: segments shorter than this (seconds, after clipping) are dropped.
+        voting_iou: when > 0, each detection's boundaries become the score-weighted mean of the
+            candidates of its video and class (before NMS) whose IoU with it is at least this
+            (see :func:`vote_boundaries`); its score is unchanged.
 
     Returns:
         DataFrame ``video_id, t_start, t_end, label, score``, each video's rows best first.
     """
     with torch.no_grad():
-        probs = output.cls_logits.float().sigmoid()
+        probs = output.scores()
         decoded = output.segments().float()
         num_classes = probs.shape[-1]
         seg_list, score_list, label_list, video_list = [], [], [], []
@@ -178,6 +203,9 @@ def postprocess_detections(output: DetectorOutput, *, timelines: Sequence[Timeli
         final_scores = kept_scores[row, column][survivor]
         final_segments = segments[order][survivor]
         final_labels, final_videos = labels[order][survivor], videos[order][survivor]
+        if voting_iou > 0:
+            final_segments = vote_boundaries(final_segments, final_videos * num_classes + final_labels, segments,
+                                             scores, videos * num_classes + labels, min_iou=voting_iou)
 
         rows = []
         for b in range(probs.shape[0]):

@@ -157,7 +157,8 @@ def detect_video(video: str | os.PathLike, *, recognizer: str | os.PathLike, det
         table = postprocess_detections(
             output, timelines=[timeline], durations=[info.duration], video_ids=[video.stem],
             score_threshold=post.score_threshold, pre_nms_topk=post.pre_nms_topk, nms_sigma=post.nms_sigma,
-            min_score=post.min_score, max_segments=post.max_segments, min_duration=post.min_duration)
+            min_score=post.min_score, max_segments=post.max_segments, min_duration=post.min_duration,
+            voting_iou=post.voting_iou)
     names, groups = label_names(cfg.model.num_classes)
     table = table.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
     table["label"] = table["label"].astype(int)

@@ -45,7 +45,8 @@ def build_detector(cfg: DetectionConfig) -> TemporalDetector:
         window_size=m.window_size, mlp_ratio=m.mlp_ratio, dropout=m.dropout, input_dropout=m.input_dropout,
         head_convs=m.head_convs, class_aware_regression=m.class_aware_regression,
         regression_ranges=list(m.regression_ranges) or None, prior_prob=m.prior_prob,
-        initial_num_positives=cfg.loss.initial_num_positives)
+        initial_num_positives=cfg.loss.initial_num_positives, level_layers=m.level_layers, fpn_fusion=m.fpn_fusion,
+        boundary_head=m.boundary_head, num_bins=m.num_bins, quality_head=m.quality_head)
 
 
 def ground_truth_table(videos: list[VideoRecord]) -> pd.DataFrame:
@@ -137,7 +138,8 @@ class DetectionTask:
         loss = self.cfg.loss
         return detection_loss(output, targets, positive_ema=core.num_positives_ema, update_ema=core.training,
                               ema_momentum=loss.normaliser_momentum, focal_alpha=loss.focal_alpha,
-                              focal_gamma=loss.focal_gamma, reg_weight=loss.reg_weight)
+                              focal_gamma=loss.focal_gamma, reg_weight=loss.reg_weight,
+                              quality_weight=loss.quality_weight)
 
     def predict(self, model: nn.Module, loader, *, device: torch.device) -> pd.DataFrame:
         """Detections (``video_id, t_start, t_end, label, score``, seconds) for every batch of ``loader``."""
@@ -151,7 +153,7 @@ class DetectionTask:
                     output, timelines=batch.timelines, durations=batch.durations, video_ids=batch.video_ids,
                     score_threshold=post.score_threshold, pre_nms_topk=post.pre_nms_topk,
                     nms_sigma=post.nms_sigma, min_score=post.min_score, max_segments=post.max_segments,
-                    min_duration=post.min_duration))
+                    min_duration=post.min_duration, voting_iou=post.voting_iou))
         tables = [t for t in tables if not t.empty]
         return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=PREDICTION_COLUMNS)
 

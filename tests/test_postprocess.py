@@ -10,6 +10,7 @@ from detection.postprocess import (
     postprocess_detections,
     segment_iou,
     soft_nms_reference,
+    vote_boundaries,
 )
 from detection.timeline import Timeline
 
@@ -154,3 +155,16 @@ def test_pre_nms_topk_is_per_pyramid_level():
     capped = postprocess_detections(output, timelines=[timeline], durations=[10.0], video_ids=["v"],
                                     score_threshold=0.01, pre_nms_topk=5, max_segments=100, nms_sigma=1e-6)
     assert (capped["label"] == 0).sum() <= 5 and (capped["label"] == 1).sum() == 1
+
+
+def test_vote_boundaries_averages_overlapping_candidates_of_the_same_group():
+    kept = torch.tensor([[2.0, 6.0]])
+    candidates = torch.tensor([[2.0, 6.0], [3.0, 7.0], [2.2, 6.2], [10.0, 12.0], [3.0, 7.0]])
+    scores = torch.tensor([0.6, 0.2, 0.2, 0.9, 0.9])
+    groups = torch.tensor([0, 0, 0, 0, 1])  # the last one overlaps but belongs to another class
+    voted = vote_boundaries(kept, torch.tensor([0]), candidates, scores, groups, min_iou=0.5)
+    expected = (0.6 * candidates[0] + 0.2 * candidates[1] + 0.2 * candidates[2]) / 1.0
+    torch.testing.assert_close(voted[0], expected)
+    # a high threshold leaves only the detection itself
+    alone = vote_boundaries(kept, torch.tensor([0]), candidates, scores, groups, min_iou=0.99)
+    torch.testing.assert_close(alone, kept)
