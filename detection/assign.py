@@ -16,10 +16,13 @@ Assignment (per video, vectorised over points x segments):
    range fits, else the valid finest-level point nearest its centre. Its regression targets are
    clamped at zero should that point lie just outside a sub-step segment.
 
-Targets are multi-label: a point is positive for every class that has a candidate segment at it.
-With class-aware regression each (point, class) regresses to the shortest candidate segment of that
-class. With class-agnostic regression each point regresses to the shortest of all its candidate
-segments (ties go to the segment whose centre is nearest the point).
+With class-aware regression targets are multi-label: a point is positive for every class that has
+a candidate segment at it, and each (point, class) regresses to the shortest candidate segment of
+that class. With class-agnostic regression a point has one box for all its classes, so it regresses
+to the shortest of its candidate segments (ties go to the segment whose centre is nearest the point)
+and is positive only for the classes of the candidates as short as that one (within 1e-3 steps,
+ActionFormer's rule): a longer overlapping action of another class is learned by the points where it
+is the shortest, and is never decoded with the shorter action's box.
 """
 
 from __future__ import annotations
@@ -73,8 +76,14 @@ class AssignedTargets:
     reg_positive: torch.Tensor
 
     @property
+    def positive_points(self) -> torch.Tensor:
+        """(B, P) bool: points positive for at least one class."""
+        return self.cls_targets.amax(dim=-1) > 0
+
+    @property
     def num_positives(self) -> int:
-        return int(self.reg_positive.sum())
+        """Positive points (a point positive for two classes counts once): the loss normaliser's count."""
+        return int(self.positive_points.sum())
 
 
 def candidate_matrix(points: torch.Tensor, segments: torch.Tensor, valid: torch.Tensor, *,
@@ -150,19 +159,22 @@ def assign_video(points: torch.Tensor, segments: torch.Tensor, labels: torch.Ten
     infinity = torch.full_like(preference, float("inf"))
     is_class = torch.nn.functional.one_hot(labels, num_classes).bool()  # (M, C)
 
-    per_class_pref = torch.where(candidates[:, :, None] & is_class[None], preference[:, :, None],
-                                 infinity[:, :, None])  # (P, M, C)
-    best_pref, best_segment = per_class_pref.min(dim=1)  # (P, C)
-    class_positive = torch.isfinite(best_pref)
-    cls_targets[class_positive] = 1.0
     distances = torch.stack([to_onset, to_offset], dim=-1) / stride[:, None, None]  # (P, M, 2)
     if class_aware:
+        per_class_pref = torch.where(candidates[:, :, None] & is_class[None], preference[:, :, None],
+                                     infinity[:, :, None])  # (P, M, C)
+        best_pref, best_segment = per_class_pref.min(dim=1)  # (P, C)
+        class_positive = torch.isfinite(best_pref)
+        cls_targets[class_positive] = 1.0
         gathered = torch.gather(distances, 1, best_segment[:, :, None].expand(-1, -1, 2))  # (P, C, 2)
         reg_positive = class_positive
         reg_targets = torch.where(class_positive[:, :, None], gathered, reg_targets)
     else:
         best_any_pref, best_any = torch.where(candidates, preference, infinity).min(dim=1)  # (P,)
         reg_positive = torch.isfinite(best_any_pref)
+        shortest = torch.where(candidates, length[None, :], infinity).min(dim=1).values  # (P,)
+        as_short = candidates & (length[None, :] <= shortest[:, None] + 1e-3)  # (P, M)
+        cls_targets = (as_short[:, :, None] & is_class[None]).any(dim=1).to(cls_targets.dtype)
         gathered = distances[torch.arange(num_points, device=device), best_any]
         reg_targets = torch.where(reg_positive[:, None], gathered, reg_targets)
     return cls_targets, reg_targets, reg_positive

@@ -73,10 +73,19 @@ class HeadConfig:
     class_aware_regression: bool = True
     regression_ranges: list[tuple[float, float]] = field(default_factory=list)
     prior_prob: float = 0.01
+    level_layers: str = "transformer"  # or "none": the pyramid by max-pooling alone (TemporalMaxer)
+    fpn_fusion: bool = False  # add each coarser level, upsampled, to the finer one
+    boundary_head: str = "distance"  # or "trident": distances as expectations over num_bins + 1 candidates
+    num_bins: int = 16  # trident: the longest distance, in steps of each level
+    quality_head: bool = False  # predict each box's IoU; test scores = class probability x predicted IoU
 
     def __post_init__(self) -> None:
         if self.num_levels < 1:
             raise ValueError(f"num_levels must be >= 1, got {self.num_levels}")
+        if self.level_layers not in ("transformer", "none"):
+            raise ValueError(f"level_layers must be 'transformer' or 'none', got {self.level_layers!r}")
+        if self.boundary_head not in ("distance", "trident"):
+            raise ValueError(f"boundary_head must be 'distance' or 'trident', got {self.boundary_head!r}")
         if self.regression_ranges and len(self.regression_ranges) != self.num_levels:
             raise ValueError(f"{len(self.regression_ranges)} regression_ranges for {self.num_levels} levels")
 
@@ -89,6 +98,7 @@ class LossConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     reg_weight: float = 1.0
+    quality_weight: float = 1.0  # with model.quality_head
     normaliser_momentum: float = 0.9  # EMA of the number of positives per batch
     initial_num_positives: float = 100.0
 
@@ -98,11 +108,12 @@ class PostprocessConfig:
     """Candidate selection and soft-NMS (detection.postprocess)."""
 
     score_threshold: float = 0.001
-    pre_nms_topk: int = 2000
+    pre_nms_topk: int = 2000  # candidates per video and pyramid level (ActionFormer's selection)
     nms_sigma: float = 0.5
     min_score: float = 0.001
     max_segments: int = 100
     min_duration: float = 0.01  # seconds
+    voting_iou: float = 0.0  # > 0: boundaries voted by the candidates overlapping a detection this much
 
 
 def _default_train() -> TrainConfig:

@@ -1,7 +1,12 @@
 """Losses of the temporal head: sigmoid focal loss for classes, DIoU loss for boundaries.
 
-Both are summed over the batch and divided by a running mean (EMA) of the number of positives
-per batch, kept in the model's ``num_positives_ema`` buffer so that resumed runs continue with it.
+Both are summed over the batch and divided by a running mean (EMA) of the number of positive
+points per batch, kept in the model's ``num_positives_ema`` buffer so that resumed runs continue
+with it. A point counts once however many classes it is positive for (ActionFormer's count): the
+classification loss sums over (point, class) pairs and, with class-aware regression, the boundary
+loss sums over positive (point, class) pairs, so a point inside two overlapping actions weighs
+twice as much as a point inside one, as its two targets do. Counting (point, class) pairs instead
+would divide by a number that grows with overlap and shrink exactly those points' share.
 """
 
 from __future__ import annotations
@@ -44,6 +49,13 @@ def diou_loss(pred: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-8) ->
     return 1.0 - iou + (centre_gap / enclosing.clamp(min=eps)) ** 2
 
 
+def segment_iou_from_distances(pred: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-8) -> torch.Tensor:
+    """IoU of segments given as (to onset, to offset) distances from one point: (..., 2), (..., 2) -> (...,)."""
+    intersection = torch.minimum(pred[..., 0], target[..., 0]) + torch.minimum(pred[..., 1], target[..., 1])
+    union = pred.sum(dim=-1) + target.sum(dim=-1) - intersection
+    return intersection / union.clamp(min=eps)
+
+
 def update_positive_ema(buffer: torch.Tensor, num_positives: torch.Tensor, *, momentum: float) -> None:
     """In place: ``buffer <- momentum * buffer + (1 - momentum) * max(num_positives, 1)``.
 
@@ -58,7 +70,8 @@ def update_positive_ema(buffer: torch.Tensor, num_positives: torch.Tensor, *, mo
 
 def detection_loss(output: DetectorOutput, targets: AssignedTargets, *, positive_ema: torch.Tensor,
                    update_ema: bool, ema_momentum: float = 0.9, focal_alpha: float = 0.25,
-                   focal_gamma: float = 2.0, reg_weight: float = 1.0) -> dict[str, torch.Tensor]:
+                   focal_gamma: float = 2.0, reg_weight: float = 1.0,
+                   quality_weight: float = 1.0) -> dict[str, torch.Tensor]:
     """Classification and regression losses of a batch.
 
     Args:
@@ -67,11 +80,16 @@ def detection_loss(output: DetectorOutput, targets: AssignedTargets, *, positive
         positive_ema: the model's ``num_positives_ema`` buffer (0-dim); updated in place when
             ``update_ema`` (training), read as the normaliser.
 
+    With a quality head (``output.quality_logits``) a third term, weighted by ``quality_weight``,
+    is the binary cross-entropy between the quality logit and the IoU of the predicted box with its
+    target (gradient-free target) on every positive (point[, class]), divided by the same normaliser.
+
     Returns:
-        dict with ``loss`` (total), ``cls_loss``, ``reg_loss`` and ``num_positives`` (0-dim tensors).
+        dict with ``loss`` (total), ``cls_loss``, ``reg_loss``, ``quality_loss`` (0 without a quality
+        head) and ``num_positives`` (positive points; 0-dim tensors).
     """
     positives = targets.reg_positive
-    num_positives = positives.sum()
+    num_positives = (targets.positive_points & output.mask).sum()
     if update_ema:
         update_positive_ema(positive_ema, num_positives, momentum=ema_momentum)
     normaliser = positive_ema.detach().clamp(min=1.0)
@@ -86,5 +104,15 @@ def detection_loss(output: DetectorOutput, targets: AssignedTargets, *, positive
     else:
         reg_loss = offsets.sum() * 0.0
     total = cls_loss + reg_weight * reg_loss
+    quality_loss = torch.zeros((), device=cls_loss.device)
+    if output.quality_logits is not None:
+        quality = output.quality_logits.float()
+        quality = quality if output.class_aware else quality[..., 0]  # the shape of ``positives``
+        if bool(positives.any()):
+            iou = segment_iou_from_distances(offsets[positives].detach(), targets.reg_targets[positives])
+            quality_loss = F.binary_cross_entropy_with_logits(quality[positives], iou, reduction="sum") / normaliser
+        else:
+            quality_loss = quality.sum() * 0.0
+        total = total + quality_weight * quality_loss
     return {"loss": total, "cls_loss": cls_loss.detach(), "reg_loss": reg_loss.detach(),
-            "num_positives": num_positives.detach().float()}
+            "quality_loss": quality_loss.detach(), "num_positives": num_positives.detach().float()}

@@ -8,6 +8,15 @@ heads then score every point of every level: a sigmoid per class (no background 
 non-negative distances to onset and offset (softplus of a per-level learnably scaled output, in
 units of the level's stride), optionally one pair per class (class-aware regression).
 
+Switches (all off by default, each measured in the README's "Detection head" section):
+``level_layers="none"`` builds the pyramid by max-pooling alone (TemporalMaxer);
+``fpn_fusion`` adds each coarser level, upsampled, to the finer one (top-down multi-scale fusion);
+``boundary_head="trident"`` replaces the direct distances by TriDet's boundary modelling: each
+distance is the expectation of a distribution over ``num_bins + 1`` candidate distances whose
+logits add a per-position boundary score (start or end, at the candidate position) to a relative
+score predicted at the point; ``quality_head`` predicts the IoU of each point's own box with its
+target, and scores are ``sigmoid(class logit) * sigmoid(quality logit)`` at test time.
+
 Padding never leaks into real steps: every layer multiplies by the mask and attention ignores
 padded keys, so a padded sequence gives the same outputs on its real steps as the unpadded one.
 """
@@ -127,8 +136,12 @@ class TemporalEncoder(nn.Module):
 
     def __init__(self, feature_dim: int, *, embed_dim: int, num_levels: int, num_embed_convs: int = 2,
                  num_stem_layers: int = 2, num_heads: int = 4, window_size: int = 9, mlp_ratio: float = 4.0,
-                 dropout: float = 0.0, input_dropout: float = 0.0):
+                 dropout: float = 0.0, input_dropout: float = 0.0, level_layers: str = "transformer",
+                 fpn_fusion: bool = False):
         super().__init__()
+        if level_layers not in ("transformer", "none"):
+            raise ValueError(f"level_layers must be 'transformer' or 'none', got {level_layers!r}")
+        self.fpn_fusion = fpn_fusion
         self.input_drop = nn.Dropout(input_dropout)
         self.embed = nn.ModuleList(
             [MaskedConv1d(feature_dim if i == 0 else embed_dim, embed_dim, kernel_size=3, bias=False)
@@ -140,7 +153,8 @@ class TemporalEncoder(nn.Module):
                                          mlp_ratio=mlp_ratio, dropout=dropout)
 
         self.stem = nn.ModuleList([layer() for _ in range(num_stem_layers)])
-        self.levels = nn.ModuleList([layer() for _ in range(num_levels - 1)])
+        self.levels = nn.ModuleList([layer() if level_layers == "transformer" else nn.Identity()
+                                     for _ in range(num_levels - 1)])
         self.level_norms = nn.ModuleList([ChannelLayerNorm(embed_dim) for _ in range(num_levels)])
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -153,9 +167,13 @@ class TemporalEncoder(nn.Module):
         level_feats, level_masks = [x], [mask]
         for block in self.levels:
             x, mask = masked_downsample(x, mask)
-            x = block(x, mask)
+            x = x if isinstance(block, nn.Identity) else block(x, mask)
             level_feats.append(x)
             level_masks.append(mask)
+        if self.fpn_fusion:
+            for level in range(len(level_feats) - 2, -1, -1):
+                coarse = F.interpolate(level_feats[level + 1], size=level_feats[level].shape[-1], mode="nearest")
+                level_feats[level] = level_feats[level] + coarse * level_masks[level][:, None, :].to(coarse.dtype)
         outs = [norm(f) * m[:, None, :].to(f.dtype) for norm, f, m in zip(self.level_norms, level_feats, level_masks)]
         return outs, level_masks
 
@@ -184,13 +202,22 @@ class DetectorOutput:
 
     Shapes: ``cls_logits`` (B, P, C); ``offsets`` (B, P, 2) or class-aware (B, P, C, 2): distances
     to onset and offset in units of each point's stride; ``points`` (P, 4) point table
-    ``[position, regression_min, regression_max, stride]`` (see detection.assign); ``mask`` (B, P).
+    ``[position, regression_min, regression_max, stride]`` (see detection.assign); ``mask`` (B, P);
+    ``quality_logits`` (B, P, C) class-aware or (B, P, 1), or None without a quality head.
     """
 
     cls_logits: torch.Tensor
     offsets: torch.Tensor
     points: torch.Tensor
     mask: torch.Tensor
+    quality_logits: torch.Tensor | None = None
+
+    def scores(self) -> torch.Tensor:
+        """(B, P, C) detection scores: class probabilities, times the predicted IoU with a quality head."""
+        probs = self.cls_logits.float().sigmoid()
+        if self.quality_logits is not None:
+            probs = probs * self.quality_logits.float().sigmoid()
+        return probs
 
     @property
     def class_aware(self) -> bool:
@@ -206,6 +233,44 @@ class DetectorOutput:
         return torch.stack([onset, offset], dim=-1)
 
 
+class TridentBoundaries(nn.Module):
+    """TriDet-style boundary distances: an expectation over ``num_bins + 1`` candidate distances.
+
+    For a point at position t of a level and candidate distance i (in the level's steps), the
+    onset logit is ``start(t - i) + relative_onset(t, i)`` and the offset logit
+    ``end(t + i) + relative_offset(t, i)``; candidates outside the real steps are excluded. The
+    distance is the softmax-weighted mean of i. ``start``/``end`` come from a boundary head run on
+    every position (one pair per class when class-aware), the relative scores from a head at the point.
+
+    Shapes: ``x`` (B, D, N), ``mask`` (B, N) -> distances (B, N, G, 2) with G = C class-aware or 1.
+    """
+
+    def __init__(self, embed_dim: int, *, num_groups: int, num_bins: int, num_convs: int):
+        super().__init__()
+        self.num_groups, self.num_bins = num_groups, num_bins
+        self.boundary = PointHead(embed_dim, 2 * num_groups, num_convs=num_convs)
+        self.relative = PointHead(embed_dim, 2 * (num_bins + 1), num_convs=num_convs)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, _, length = x.shape
+        bins, groups = self.num_bins + 1, self.num_groups
+        boundary = self.boundary(x, mask).view(batch, 2, groups, length)  # (B, 2, G, N)
+        relative = self.relative(x, mask).view(batch, 2, bins, length)  # (B, 2, K, N)
+        very_negative = torch.finfo(x.dtype).min / 4
+        valid = mask[:, None, :].expand(batch, groups, length)
+        # start(t - i): pad on the left and read windows backwards; end(t + i): pad on the right
+        start = F.pad(boundary[:, 0].masked_fill(~valid, very_negative), (self.num_bins, 0), value=very_negative)
+        end = F.pad(boundary[:, 1].masked_fill(~valid, very_negative), (0, self.num_bins), value=very_negative)
+        start_windows = start.unfold(2, bins, 1).flip(-1)  # (B, G, N, K): index i is position t - i
+        end_windows = end.unfold(2, bins, 1)  # (B, G, N, K): index i is position t + i
+        onset_logits = start_windows + relative[:, 0].transpose(1, 2)[:, None]  # (B, G, N, K)
+        offset_logits = end_windows + relative[:, 1].transpose(1, 2)[:, None]
+        distance = torch.arange(bins, dtype=x.dtype, device=x.device)
+        onset = (onset_logits.softmax(dim=-1) * distance).sum(dim=-1)  # (B, G, N)
+        offset = (offset_logits.softmax(dim=-1) * distance).sum(dim=-1)
+        return torch.stack([onset, offset], dim=-1).transpose(1, 2) * mask[:, :, None, None].to(x.dtype)
+
+
 class TemporalDetector(nn.Module):
     """Temporal encoder plus shared classification and regression heads over a pyramid.
 
@@ -218,8 +283,11 @@ class TemporalDetector(nn.Module):
                  num_embed_convs: int = 2, num_stem_layers: int = 2, num_heads: int = 4, window_size: int = 9,
                  mlp_ratio: float = 4.0, dropout: float = 0.0, input_dropout: float = 0.0, head_convs: int = 2,
                  class_aware_regression: bool = True, regression_ranges=None, prior_prob: float = 0.01,
-                 initial_num_positives: float = 100.0):
+                 initial_num_positives: float = 100.0, level_layers: str = "transformer", fpn_fusion: bool = False,
+                 boundary_head: str = "distance", num_bins: int = 16, quality_head: bool = False):
         super().__init__()
+        if boundary_head not in ("distance", "trident"):
+            raise ValueError(f"boundary_head must be 'distance' or 'trident', got {boundary_head!r}")
         self.num_classes = num_classes
         self.num_levels = num_levels
         self.class_aware_regression = class_aware_regression
@@ -230,23 +298,34 @@ class TemporalDetector(nn.Module):
         self.encoder = TemporalEncoder(feature_dim, embed_dim=embed_dim, num_levels=num_levels,
                                        num_embed_convs=num_embed_convs, num_stem_layers=num_stem_layers,
                                        num_heads=num_heads, window_size=window_size, mlp_ratio=mlp_ratio,
-                                       dropout=dropout, input_dropout=input_dropout)
+                                       dropout=dropout, input_dropout=input_dropout, level_layers=level_layers,
+                                       fpn_fusion=fpn_fusion)
         self.cls_head = PointHead(embed_dim, num_classes, num_convs=head_convs,
                                   bias_init=-math.log((1 - prior_prob) / prior_prob))
-        self.reg_head = PointHead(embed_dim, 2 * num_classes if class_aware_regression else 2, num_convs=head_convs)
+        groups = num_classes if class_aware_regression else 1
+        if boundary_head == "trident":
+            self.reg_head = TridentBoundaries(embed_dim, num_groups=groups, num_bins=num_bins, num_convs=head_convs)
+        else:
+            self.reg_head = PointHead(embed_dim, 2 * groups, num_convs=head_convs)
+        self.quality_head = PointHead(embed_dim, groups, num_convs=head_convs) if quality_head else None
         self.level_scales = nn.Parameter(torch.ones(num_levels))
         self.register_buffer("num_positives_ema", torch.tensor(float(initial_num_positives)))
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor) -> DetectorOutput:
         level_feats, level_masks = self.encoder(feats, mask)
-        logits, offsets = [], []
+        logits, offsets, quality = [], [], []
         for level, (x, m) in enumerate(zip(level_feats, level_masks)):
             logits.append(self.cls_head(x, m).transpose(1, 2))  # (B, N_l, C)
-            raw = self.reg_head(x, m).transpose(1, 2) * self.level_scales[level]
-            dist = F.softplus(raw) * m[:, :, None].to(raw.dtype)
-            if self.class_aware_regression:
-                dist = dist.reshape(dist.shape[0], dist.shape[1], self.num_classes, 2)
-            offsets.append(dist)
+            if isinstance(self.reg_head, TridentBoundaries):
+                dist = self.reg_head(x, m)  # (B, N_l, G, 2), in the level's steps
+            else:
+                raw = self.reg_head(x, m).transpose(1, 2) * self.level_scales[level]
+                dist = F.softplus(raw) * m[:, :, None].to(raw.dtype)
+                dist = dist.reshape(dist.shape[0], dist.shape[1], -1, 2)
+            offsets.append(dist if self.class_aware_regression else dist[:, :, 0])
+            if self.quality_head is not None:
+                quality.append(self.quality_head(x, m).transpose(1, 2))  # (B, N_l, G)
         points = pyramid_points(feats.shape[-1], regression_ranges=self.regression_ranges, device=feats.device)
         return DetectorOutput(cls_logits=torch.cat(logits, dim=1), offsets=torch.cat(offsets, dim=1),
-                              points=points, mask=torch.cat(level_masks, dim=1))
+                              points=points, mask=torch.cat(level_masks, dim=1),
+                              quality_logits=torch.cat(quality, dim=1) if quality else None)

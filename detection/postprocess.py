@@ -1,12 +1,14 @@
 """From head outputs to a table of detections in seconds.
 
 Every (point, class) pair is a candidate with score ``sigmoid(logit)``. Per video: candidates over
-padding or under ``score_threshold`` are dropped, the ``pre_nms_topk`` best are decoded to
-segments, converted to seconds and clipped to ``[0, duration]``. Gaussian soft-NMS then runs
-separately for every (video, class) group (:func:`detection.nms.soft_nms`; :func:`batched_soft_nms`
-is the one-pick-per-round loop it equals), and each video keeps its ``max_segments`` best
-survivors. The output is a pandas DataFrame with the columns ``video_id, t_start, t_end, label,
-score``.
+padding or under ``score_threshold`` are dropped, the ``pre_nms_topk`` best of each pyramid level
+(as ActionFormer selects them, so the fine levels' many points cannot crowd out the coarse levels'
+long segments or a rare class's tail) are decoded to segments, converted to seconds and clipped to
+``[0, duration]``. Gaussian soft-NMS then runs separately for every (video, class) group
+(:func:`detection.nms.soft_nms`; :func:`batched_soft_nms` is the one-pick-per-round loop it equals),
+and each video keeps its ``max_segments`` best survivors, optionally with voted boundaries
+(:func:`vote_boundaries`). The output is a pandas DataFrame with the columns ``video_id, t_start,
+t_end, label, score``.
 """
 
 from __future__ import annotations
@@ -95,6 +97,44 @@ def soft_nms_reference(segments: list[tuple[float, float]], scores: list[float],
     return kept
 
 
+def pyramid_level_slices(points: torch.Tensor) -> list[tuple[int, int]]:
+    """``[(first, end), ...]``: the rows of each pyramid level in a point table (P, 4) (levels are
+    consecutive runs of one stride)."""
+    stride = points[:, 3]
+    change = torch.nonzero(stride[1:] != stride[:-1]).flatten() + 1
+    bounds = [0, *change.tolist(), int(stride.numel())]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def top_candidates(scores: torch.Tensor, score_threshold: float, topk: int) -> torch.Tensor:
+    """Indices of the at most ``topk`` highest ``scores`` (1-D) above ``score_threshold``, best first."""
+    candidates = torch.nonzero(scores > score_threshold).flatten()
+    order = torch.argsort(scores[candidates], descending=True, stable=True)[:topk]
+    return candidates[order]
+
+
+def vote_boundaries(kept: torch.Tensor, kept_groups: torch.Tensor, candidates: torch.Tensor,
+                    candidate_scores: torch.Tensor, candidate_groups: torch.Tensor, *,
+                    min_iou: float) -> torch.Tensor:
+    """Boundary voting: each kept segment moves to the score-weighted mean of its group's candidates
+    that overlap it with IoU >= ``min_iou`` (the kept segment is among them, so it always has a vote).
+
+    Shapes: ``kept`` (S, 2), ``kept_groups`` (S,), ``candidates`` (Q, 2), ``candidate_scores`` (Q,),
+    ``candidate_groups`` (Q,) -> (S, 2).
+    """
+    if kept.numel() == 0:
+        return kept
+    voted = kept.clone()
+    for start in range(0, kept.shape[0], 256):
+        part = slice(start, start + 256)
+        iou = segment_iou(kept[part], candidates.expand(kept[part].shape[0], -1, -1))  # (s, Q)
+        votes = (iou >= min_iou) & (kept_groups[part, None] == candidate_groups[None, :])
+        weights = votes.to(candidate_scores.dtype) * candidate_scores[None, :]
+        total = weights.sum(dim=1, keepdim=True)
+        voted[part] = torch.where(total > 0, (weights @ candidates) / total.clamp(min=1e-12), kept[part])
+    return voted
+
+
 def _pack_groups(group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Slots of Q grouped items in a padded (G, K) layout: (sort order, group row, column, K)."""
     order = torch.argsort(group_ids, stable=True)
@@ -135,7 +175,7 @@ def loop_soft_nms(segments, scores, groups, *, sigma: float = 0.5, min_score: fl
 def postprocess_detections(output: DetectorOutput, *, timelines: Sequence[Timeline], durations: Sequence[float],
                            video_ids: Sequence[str], score_threshold: float = 1e-3, pre_nms_topk: int = 2000,
                            nms_sigma: float = 0.5, min_score: float = 1e-3, max_segments: int = 100,
-                           min_duration: float = 0.01) -> pd.DataFrame:
+                           min_duration: float = 0.01, voting_iou: float = 0.0) -> pd.DataFrame:
     """Detections of a batch in seconds.
 
     Args:
@@ -144,24 +184,28 @@ def postprocess_detections(output: DetectorOutput, *, timelines: Sequence[Timeli
         durations: B video durations in seconds (segments are clipped to them).
         video_ids: B ids.
         score_threshold: candidates scoring at or below it are dropped before NMS.
-        pre_nms_topk: at most this many candidates per video enter NMS.
+        pre_nms_topk: at most this many candidates per video and pyramid level enter NMS.
         nms_sigma, min_score: Gaussian soft-NMS parameters (see :func:`batched_soft_nms`).
         max_segments: at most this many detections per video.
         min_duration: segments shorter than this (seconds, after clipping) are dropped.
+        voting_iou: when > 0, each detection's boundaries become the score-weighted mean of the
+            candidates of its video and class (before NMS) whose IoU with it is at least this
+            (see :func:`vote_boundaries`); its score is unchanged.
 
     Returns:
         DataFrame ``video_id, t_start, t_end, label, score``, each video's rows best first.
     """
     with torch.no_grad():
-        probs = output.cls_logits.float().sigmoid()
+        probs = output.scores()
         decoded = output.segments().float()
         num_classes = probs.shape[-1]
         seg_list, score_list, label_list, video_list = [], [], [], []
+        level_slices = pyramid_level_slices(output.points)
         for b in range(probs.shape[0]):
             flat = (probs[b] * output.mask[b, :, None]).flatten()
-            candidates = torch.nonzero(flat > score_threshold).flatten()
-            if candidates.numel() > pre_nms_topk:
-                candidates = candidates[flat[candidates].topk(pre_nms_topk).indices]
+            candidates = torch.cat([top_candidates(flat[first * num_classes:end * num_classes], score_threshold,
+                                                   pre_nms_topk) + first * num_classes
+                                    for first, end in level_slices])
             point, label = candidates // num_classes, candidates % num_classes
             steps = decoded[b, point, label] if output.class_aware else decoded[b, point]
             seconds = timelines[b].to_seconds(steps).clamp(min=0.0, max=float(durations[b]))
@@ -183,7 +227,11 @@ def postprocess_detections(output: DetectorOutput, *, timelines: Sequence[Timeli
                                           labels[mine].cpu().numpy(), sigma=nms_sigma, min_score=min_score,
                                           max_kept=max_segments)
             kept = mine[torch.from_numpy(index).to(mine.device)]
-            kept_segments, kept_labels = segments[kept].tolist(), labels[kept].tolist()
+            voted = segments[kept]
+            if voting_iou > 0:
+                voted = vote_boundaries(voted, labels[kept], segments[mine], scores[mine], labels[mine],
+                                        min_iou=voting_iou)
+            kept_segments, kept_labels = voted.tolist(), labels[kept].tolist()
             for (t_start, t_end), label, score in zip(kept_segments, kept_labels, kept_scores.tolist()):
                 rows.append((video_ids[b], t_start, t_end, label, score))
     return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)

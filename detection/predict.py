@@ -552,7 +552,8 @@ def _detect_steps(model, cfg: DetectionConfig, features: torch.Tensor, person: n
         output = model(feats, mask)
         table = postprocess(output, timelines=[timeline], durations=[duration], video_ids=[video.stem],
                             score_threshold=threshold, pre_nms_topk=post.pre_nms_topk, nms_sigma=post.nms_sigma,
-                            min_score=post.min_score, max_segments=cap, min_duration=post.min_duration)
+                            min_score=post.min_score, max_segments=cap, min_duration=post.min_duration,
+                            voting_iou=post.voting_iou)
     if score_threshold is not None:
         table = table[table["score"] >= threshold]
     if len(table):

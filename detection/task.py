@@ -54,7 +54,8 @@ def build_detector(cfg: DetectionConfig) -> TemporalDetector:
         window_size=m.window_size, mlp_ratio=m.mlp_ratio, dropout=m.dropout, input_dropout=m.input_dropout,
         head_convs=m.head_convs, class_aware_regression=m.class_aware_regression,
         regression_ranges=list(m.regression_ranges) or None, prior_prob=m.prior_prob,
-        initial_num_positives=cfg.loss.initial_num_positives)
+        initial_num_positives=cfg.loss.initial_num_positives, level_layers=m.level_layers, fpn_fusion=m.fpn_fusion,
+        boundary_head=m.boundary_head, num_bins=m.num_bins, quality_head=m.quality_head)
 
 
 def ground_truth_table(videos: list[VideoRecord]) -> pd.DataFrame:
@@ -148,7 +149,8 @@ class DetectionTask:
         loss = self.cfg.loss
         return detection_loss(output, targets, positive_ema=core.num_positives_ema, update_ema=core.training,
                               ema_momentum=loss.normaliser_momentum, focal_alpha=loss.focal_alpha,
-                              focal_gamma=loss.focal_gamma, reg_weight=loss.reg_weight)
+                              focal_gamma=loss.focal_gamma, reg_weight=loss.reg_weight,
+                              quality_weight=loss.quality_weight)
 
     def predict(self, model: nn.Module, loader, *, device: torch.device) -> pd.DataFrame:
         """Detections (``video_id, t_start, t_end, label, score``, seconds) for every batch of ``loader``."""
@@ -162,7 +164,7 @@ class DetectionTask:
                     output, timelines=batch.timelines, durations=batch.durations, video_ids=batch.video_ids,
                     score_threshold=post.score_threshold, pre_nms_topk=post.pre_nms_topk,
                     nms_sigma=post.nms_sigma, min_score=post.min_score, max_segments=post.max_segments,
-                    min_duration=post.min_duration))
+                    min_duration=post.min_duration, voting_iou=post.voting_iou))
         tables = [t for t in tables if not t.empty]
         return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=PREDICTION_COLUMNS)
 
@@ -182,6 +184,36 @@ class DetectionTask:
         for threshold, value in zip(result.tiou_thresholds, result.mAP):
             metrics[f"mAP@{threshold_key(threshold)}"] = float(value)
         return metrics
+
+
+def write_test_metrics(result, out_dir: str | os.PathLike, *, subset: str, num_classes: int) -> tuple[Path, Path]:
+    """Write ``metrics_<subset>.json`` (``DetectionResult.to_dict``) and ``per_class_ap_<subset>.csv``.
+
+    The CSV has one row per class with ground truth: ``class, name, ground_truth, AP@0.1 ... AP@0.9,
+    AP`` (AP averaged over the thresholds). Both files are written atomically. Returns their paths.
+    """
+    import json
+
+    from detection.predict import label_names
+    from eval.detection import threshold_key
+    from mmad.fileio import atomic_open, atomic_write_text
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = atomic_write_text(out_dir / f"metrics_{subset}.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    names, _ = label_names(num_classes)
+    rows = []
+    for j, c in enumerate(result.classes):
+        if result.num_ground_truth_per_class[j] == 0:
+            continue
+        row = {"class": int(c), "name": names[int(c)], "ground_truth": int(result.num_ground_truth_per_class[j])}
+        row.update({f"AP@{threshold_key(t)}": float(result.ap[i, j]) for i, t in enumerate(result.tiou_thresholds)})
+        row["AP"] = float(result.ap[:, j].mean())
+        rows.append(row)
+    csv_path = out_dir / f"per_class_ap_{subset}.csv"
+    with atomic_open(csv_path, "w", newline="") as handle:
+        pd.DataFrame(rows).to_csv(handle, index=False, float_format="%.4f")
+    return json_path, csv_path
 
 
 def train_detection(cfg: DetectionConfig, *, resume: bool = False, device: str | None = None,

@@ -89,12 +89,32 @@ def test_multi_label_and_class_aware_targets():
     assert torch.allclose(pos - reg_targets[p, 2, 0] * stride, torch.tensor(14.0))
     assert torch.allclose(pos + reg_targets[p, 2, 1] * stride, torch.tensor(30.0))
 
-    # class-agnostic: same multi-label classes, regression to the shorter segment
+    # class-agnostic: one box per point, the shorter segment's, and only its class is positive there
     cls_agn, reg_agn, pos_agn = assign_video(points, segments, labels, valid, num_classes=4,
                                              centre_radius=100.0, class_aware=False)
-    assert torch.equal(cls_agn, cls_targets)
     assert pos_agn[p]
     assert torch.allclose(pos + reg_agn[p, 1] * stride, torch.tensor(20.0))
+    assert cls_agn[p].tolist() == [0.0, 1.0, 0.0, 0.0]
+    assert cls_agn[:, 2].sum() > 0  # the longer segment keeps the points where it is the shortest
+
+
+def test_class_agnostic_positives_decode_to_a_segment_of_their_class():
+    # overlapping segments of different classes and lengths: every positive (point, class) must
+    # decode, through the point's single box, to a ground-truth segment of that class
+    points = pyramid_points(64, regression_ranges=default_regression_ranges(4))
+    segments = torch.tensor([[10.0, 30.0], [12.0, 29.0], [36.0, 39.0], [36.0, 39.0], [45.0, 60.0], [46.0, 59.0]])
+    labels = torch.tensor([0, 1, 2, 3, 2, 0])
+    valid = torch.ones(points.shape[0], dtype=torch.bool)
+    cls_targets, reg_targets, reg_positive = assign_video(points, segments, labels, valid, num_classes=4,
+                                                          centre_radius=1.5, class_aware=False)
+    decoded = torch.stack([points[:, 0] - reg_targets[:, 0] * points[:, 3],
+                           points[:, 0] + reg_targets[:, 1] * points[:, 3]], dim=1)
+    for p, c in torch.nonzero(cls_targets).tolist():
+        assert reg_positive[p]
+        same_class = segments[labels == c]
+        assert torch.isclose(decoded[p][None], same_class, atol=1e-4).all(dim=1).any(), (p, c, decoded[p])
+    assert cls_targets[:, 2].sum() > 0 and cls_targets[:, 3].sum() > 0  # identical segments: both labels
+    assert set(torch.nonzero(cls_targets)[:, 1].tolist()) == {0, 1, 2, 3}
 
 
 def test_same_class_overlap_prefers_shorter_segment():

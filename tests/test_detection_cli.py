@@ -95,6 +95,12 @@ def test_train_then_test_prints_the_table_and_writes_the_csv(trained):
     table = pd.read_csv(predictions, index_col=0)
     assert list(table.columns) == ["video_id", "t_start", "t_end", "class", "score"]
     assert set(table["video_id"]) <= {"val0000"}
+    metrics = json.loads((trained["base"] / "metrics_val.json").read_text())
+    assert set(metrics["mAP"]) == {f"{t / 10:.1f}" for t in range(1, 10)} and "average_mAP" in metrics
+    per_class = pd.read_csv(trained["base"] / "per_class_ap_val.csv")
+    assert list(per_class.columns[:3]) == ["class", "name", "ground_truth"]
+    assert "AP@0.5" in per_class.columns and per_class["ground_truth"].sum() == metrics["num_ground_truth"]
+    assert per_class["name"].map(lambda n: isinstance(n, str) and not n.startswith("class_")).all()
 
 
 def test_test_reads_the_checkpoints_config_and_writes_beside_it(trained):

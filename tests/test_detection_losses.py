@@ -70,3 +70,18 @@ def test_loss_without_any_positive_is_finite():
     losses = detection_loss(out, targets, positive_ema=model.num_positives_ema, update_ema=True)
     assert losses["reg_loss"].item() == 0.0 and torch.isfinite(losses["loss"])
     losses["loss"].backward()
+
+
+def test_normaliser_counts_positive_points_not_point_class_pairs():
+    # two classes on the same segment: every positive point carries two (point, class) targets,
+    # but the normaliser counts it once
+    model = TemporalDetector(4, 3, embed_dim=8, num_levels=2, num_heads=2, window_size=3, initial_num_positives=1.0)
+    out = model(torch.randn(1, 4, 16), torch.ones(1, 16, dtype=torch.bool))
+    targets = assign_targets(out.points, [torch.tensor([[3.0, 9.0], [3.0, 9.0]])], [torch.tensor([0, 2])], out.mask,
+                             num_classes=3)
+    pairs = int(targets.reg_positive.sum())
+    points = int((targets.cls_targets.sum(dim=-1) > 0).sum())
+    assert pairs == 2 * points > 0
+    losses = detection_loss(out, targets, positive_ema=model.num_positives_ema, update_ema=True, ema_momentum=0.0)
+    assert losses["num_positives"].item() == points
+    assert model.num_positives_ema.item() == pytest.approx(points)

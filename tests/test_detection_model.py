@@ -4,7 +4,7 @@ import torch
 
 from detection.assign import assign_targets
 from detection.losses import detection_loss
-from detection.model import LocalSelfAttention, TemporalDetector, masked_downsample
+from detection.model import LocalSelfAttention, TemporalDetector, TridentBoundaries, masked_downsample
 from detection.postprocess import postprocess_detections
 from detection.timeline import Timeline
 
@@ -29,9 +29,15 @@ def test_output_shapes_and_non_negative_offsets(class_aware):
     assert out.segments().shape == out.offsets.shape
 
 
-def test_padding_does_not_change_outputs():
+SWITCHES = [dict(), dict(level_layers="none", fpn_fusion=True),
+            dict(boundary_head="trident", num_bins=4, quality_head=True),
+            dict(boundary_head="trident", num_bins=3, class_aware_regression=False, quality_head=True)]
+
+
+@pytest.mark.parametrize("switches", SWITCHES)
+def test_padding_does_not_change_outputs(switches):
     torch.manual_seed(0)
-    model = small_detector().eval()
+    model = small_detector(**switches).eval()
     lengths = [17, 29, 8]
     padded_len = 32
     feats = torch.randn(len(lengths), 10, padded_len)
@@ -51,6 +57,9 @@ def test_padding_does_not_change_outputs():
                                            alone.cls_logits[0, start_a:start_a + la], atol=1e-5, rtol=1e-5)
                 torch.testing.assert_close(batched.offsets[b, start_p:start_p + la],
                                            alone.offsets[0, start_a:start_a + la], atol=1e-5, rtol=1e-5)
+                if batched.quality_logits is not None:
+                    torch.testing.assert_close(batched.quality_logits[b, start_p:start_p + la],
+                                               alone.quality_logits[0, start_a:start_a + la], atol=1e-5, rtol=1e-5)
                 assert batched.mask[b, start_p:start_p + la].all()
                 assert not batched.mask[b, start_p + la:start_p + lp].any()
                 torch.testing.assert_close(batched.points[start_p:start_p + la], alone.points[start_a:start_a + la])
@@ -136,3 +145,48 @@ def test_tiny_overfit_reaches_full_map_at_05():
                          columns=["video_id", "t_start", "t_end", "label"])
     result = eval_detection.evaluate_detection(truth, predictions, tiou_thresholds=[0.5])
     assert result.mAP_at(0.5) > 0.95, result.per_class_ap
+
+
+def test_trident_distance_is_the_expectation_over_boundary_positions():
+    # relative scores zero, boundary scores peaked: the onset of point t is where ``start`` peaks
+    # before t, the offset where ``end`` peaks after t; positions over padding never vote
+    torch.manual_seed(0)
+    trident = TridentBoundaries(8, num_groups=2, num_bins=5, num_convs=0)
+    length = 12
+    start = torch.full((2, length), -30.0)
+    end = torch.full((2, length), -30.0)
+    start[0, 3], end[0, 9] = 30.0, 30.0  # group 0: a segment from step 3 to step 9
+    start[1, 6], end[1, 7] = 30.0, 30.0
+    end[1, 11] = 60.0  # over padding below: must be ignored
+    boundary = torch.stack([start, end])  # (2 = start/end, G, N)
+
+    def fake_boundary(x, mask):
+        return boundary.reshape(1, 2 * 2, length).expand(x.shape[0], -1, -1)
+
+    def fake_relative(x, mask):
+        return torch.zeros(x.shape[0], 2 * 6, length)
+
+    trident.boundary.forward = fake_boundary
+    trident.relative.forward = fake_relative
+    mask = torch.ones(1, length, dtype=torch.bool)
+    mask[0, 10:] = False
+    dist = trident(torch.zeros(1, 8, length), mask)  # (1, N, G, 2)
+    assert dist.shape == (1, length, 2, 2)
+    assert dist[0, 6, 0].tolist() == pytest.approx([3.0, 3.0], abs=1e-3)  # point 6 -> [3, 9]
+    assert dist[0, 4, 0].tolist() == pytest.approx([1.0, 5.0], abs=1e-3)  # point 4 -> [3, 9]
+    assert dist[0, 7, 1].tolist() == pytest.approx([1.0, 0.0], abs=1e-3)  # group 1: [6, 7], not step 11
+    assert (dist[0, 10:] == 0).all()
+
+
+def test_quality_head_scales_scores_and_is_trained():
+    torch.manual_seed(0)
+    model = small_detector(quality_head=True)
+    feats, mask = torch.randn(1, 10, 16), torch.ones(1, 16, dtype=torch.bool)
+    out = model(feats, mask)
+    assert out.quality_logits.shape == out.cls_logits.shape
+    torch.testing.assert_close(out.scores(), out.cls_logits.sigmoid() * out.quality_logits.sigmoid())
+    targets = assign_targets(out.points, [torch.tensor([[3.0, 9.0]])], [torch.tensor([1])], out.mask, num_classes=4)
+    losses = detection_loss(out, targets, positive_ema=model.num_positives_ema, update_ema=False)
+    assert losses["quality_loss"] > 0
+    losses["loss"].backward()
+    assert model.quality_head.out.conv.weight.grad.abs().sum() > 0

@@ -124,3 +124,30 @@ def test_feature_dim_is_read_from_the_cache_when_not_set(tmp_path):
                     tmp_path / "nothing" / "mmad.json")
     with pytest.raises(ConfigError, match="run `mmad detection extract` first"):
         DetectionTask(empty)
+
+
+@pytest.mark.parametrize("name", ["mma52", "micropuppet"])
+def test_shipped_configs_never_cut_a_segment_of_a_full_length_video(name):
+    # A training window that ends inside a segment teaches a boundary the video does not have. The
+    # shipped recipes train on whole videos (15 s = 113 steps fit max_seq_len), so no drawn window
+    # may cut a segment; random shorter crops (crop_prob 0.3 to 50-100% of the length) cut about one
+    # segment in ten and lengthened the predicted ends' errors (README, "Detection head").
+    from pathlib import Path
+
+    from detection.dataset import FeatureSequence, FeatureSequenceDataset
+    from mmad.config import load_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "detection" / f"{name}.yaml"
+    data = load_config(DetectionConfig, path).data
+    dataset = FeatureSequenceDataset(".", [], training=True, max_seq_len=data.max_seq_len, crop_prob=data.crop_prob,
+                                     min_crop_fraction=data.min_crop_fraction,
+                                     min_segment_overlap=data.min_segment_overlap)
+    steps = 113
+    segments = torch.tensor([[2.0, 20.0], [15.0, 60.0], [58.0, 70.0], [80.0, 112.0]])
+    item = FeatureSequence(feats=torch.zeros(1, steps), segments=segments, labels=torch.arange(4), video_id="v",
+                           timeline=Timeline.from_stride(fps=FPS, stride_frames=STRIDE, num_steps=steps),
+                           duration=steps * STRIDE / FPS, fps=FPS, stride_frames=STRIDE)
+    torch.manual_seed(0)
+    for _ in range(200):
+        window = dataset.random_window(item)
+        assert window.feats.shape[1] == steps and torch.equal(window.segments, segments)

@@ -10,6 +10,7 @@ from detection.postprocess import (
     postprocess_detections,
     segment_iou,
     soft_nms_reference,
+    vote_boundaries,
 )
 from detection.timeline import Timeline
 
@@ -155,3 +156,37 @@ def test_postprocess_equals_the_loop_soft_nms(monkeypatch):
         per_video = fast.groupby("video_id").size()
         assert len(per_video) == 3 and (per_video <= max_segments).all() and (per_video >= min(max_segments, 60)).all()
         pd.testing.assert_frame_equal(fast, loop, check_exact=False, rtol=1e-6)
+
+
+def test_pre_nms_topk_is_per_pyramid_level():
+    # the finest level floods class 0 with confident candidates; the coarse level holds the only
+    # class-1 candidate, less confident. A per-video top-k of 20 would drop it; per level it stays.
+    num_steps, num_classes = 20, 2
+    points = pyramid_points(num_steps, regression_ranges=[(0, 4), (4, 1e4)])  # 20 + 10 points
+    logits = torch.full((1, points.shape[0], num_classes), -20.0)
+    logits[0, :num_steps, 0] = 4.0
+    logits[0, num_steps + 3, 1] = 1.0
+    offsets = torch.ones(1, points.shape[0], num_classes, 2)
+    output = DetectorOutput(cls_logits=logits, offsets=offsets, points=points,
+                            mask=torch.ones(1, points.shape[0], dtype=torch.bool))
+    timeline = Timeline.from_stride(fps=30.0, stride_frames=4, num_steps=num_steps)
+    table = postprocess_detections(output, timelines=[timeline], durations=[10.0], video_ids=["v"],
+                                   score_threshold=0.01, pre_nms_topk=num_steps, max_segments=100)
+    assert (table["label"] == 1).sum() == 1
+    # and within a level the cap holds: at most 5 of the finest level's 20 candidates
+    capped = postprocess_detections(output, timelines=[timeline], durations=[10.0], video_ids=["v"],
+                                    score_threshold=0.01, pre_nms_topk=5, max_segments=100, nms_sigma=1e-6)
+    assert (capped["label"] == 0).sum() <= 5 and (capped["label"] == 1).sum() == 1
+
+
+def test_vote_boundaries_averages_overlapping_candidates_of_the_same_group():
+    kept = torch.tensor([[2.0, 6.0]])
+    candidates = torch.tensor([[2.0, 6.0], [3.0, 7.0], [2.2, 6.2], [10.0, 12.0], [3.0, 7.0]])
+    scores = torch.tensor([0.6, 0.2, 0.2, 0.9, 0.9])
+    groups = torch.tensor([0, 0, 0, 0, 1])  # the last one overlaps but belongs to another class
+    voted = vote_boundaries(kept, torch.tensor([0]), candidates, scores, groups, min_iou=0.5)
+    expected = (0.6 * candidates[0] + 0.2 * candidates[1] + 0.2 * candidates[2]) / 1.0
+    torch.testing.assert_close(voted[0], expected)
+    # a high threshold leaves only the detection itself
+    alone = vote_boundaries(kept, torch.tensor([0]), candidates, scores, groups, min_iou=0.99)
+    torch.testing.assert_close(alone, kept)

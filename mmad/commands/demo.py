@@ -456,11 +456,7 @@ class DemoRun:
         return {"epochs": result.epochs_done, "best_mAP": result.best_metric, "best_epoch": result.best_epoch}
 
     def _test_detector(self, cfg, checkpoint: Path, out: Path) -> dict:
-        import pandas as pd
-
-        from detection.predict import label_names
-        from detection.task import predict_subset
-        from eval.detection import threshold_key
+        from detection.task import predict_subset, write_test_metrics
         from eval.report import format_detection_table
 
         out.mkdir(parents=True, exist_ok=True)
@@ -468,18 +464,8 @@ class DemoRun:
                                              predictions_path=out / "predictions_val.csv", device=self.device)
         if result is None:
             raise ConfigError(f"{cfg.data.annotation_path}: the val subset has no labels")
+        write_test_metrics(result, out, subset="val", num_classes=cfg.model.num_classes)
         summary = result.to_dict()
-        (out / "metrics_val.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        names, _ = label_names(cfg.model.num_classes)
-        rows = []
-        for j, c in enumerate(result.classes):
-            if result.num_ground_truth_per_class[j] == 0:
-                continue
-            row = {"class": int(c), "name": names[int(c)], "ground_truth": int(result.num_ground_truth_per_class[j])}
-            row.update({f"AP@{threshold_key(t)}": float(result.ap[i, j]) for i, t in enumerate(result.tiou_thresholds)})
-            row["AP"] = float(result.ap[:, j].mean())
-            rows.append(row)
-        pd.DataFrame(rows).to_csv(out / "per_class_ap_val.csv", index=False, float_format="%.4f")
         self.echo("    " + format_detection_table(result).replace("\n", "\n    "))
         from mmad.commands.eval import write_detection_diagnosis
         from mmad.datasets.mma52 import read_detection_annotations, records_to_frame

@@ -73,7 +73,9 @@ def register(subparsers) -> None:
         "test", help="detect on a subset, write the challenge CSV and print mAP",
         description="Detect with a trained head on a split (default data.test_subset), write the MMA-52 "
                     "challenge CSV (default predictions_<split>.csv next to the checkpoint, or in --out) and, "
-                    "when the split is labelled, print mAP at tIoU 0.1-0.9, their average and mAP@0.5.",
+                    "when the split is labelled, print mAP at tIoU 0.1-0.9, their average and mAP@0.5, and write "
+                    "metrics_<split>.json and per_class_ap_<split>.csv (AP per class and tIoU, with class names) "
+                    "beside the CSV.",
         epilog="example: mmad detection test --checkpoint runs/det/best.pt --split val",
         formatter_class=ExampleFormatter)
     p.add_argument("--checkpoint", required=True, metavar="K", help="a checkpoint of 'mmad detection train'")
@@ -168,7 +170,7 @@ def run_train(args) -> int:
 def run_test(args) -> int:
     from pathlib import Path
 
-    from detection.task import predict_subset
+    from detection.task import predict_subset, write_test_metrics
     from eval.report import format_detection_table
 
     cfg = _load(args, args.checkpoint)
@@ -187,6 +189,9 @@ def run_test(args) -> int:
             print(write_detection_diagnosis(args.diagnose, truth, predictions, num_classes=cfg.model.num_classes,
                                             top_k=args.top_k))
             print(f"diagnosis: {args.diagnose}")
+        json_path, csv_path = write_test_metrics(result, path.parent, subset=split,
+                                                 num_classes=cfg.model.num_classes)
+        print(f"metrics: {json_path}\nper-class AP: {csv_path}")
     else:
         print(f"{len(predictions)} detections; split {split!r} has no labels")
     print(f"predictions: {path}")
