@@ -82,8 +82,9 @@ class MACConfig:
     enabled: bool = True
     weight: float = 0.1  # lambda of Eq. (21)
     temperature: float = 0.07
-    # "frame": Eq. (16) as printed, contrasting the T frames of one entity. "video": each entity's
-    # path outputs averaged over T, contrasted against every other (clip, entity) of the batch.
+    # "frame": Eq. (16) as printed, contrasting the T frames of one entity. "video" (named by the
+    # paper, not printed; our reading): each entity's path outputs averaged over T, its ST summary
+    # contrasted against the TS summaries of the same entity in every clip of the global batch.
     level: Literal["video", "frame"] = "video"
     confidence_weighting: bool = True  # c_i^t of Eq. (17); false: uniform weights
 
@@ -136,6 +137,9 @@ class ModelConfig:
         unknown = [n for n in self.entity_names if n not in MA52_ENTITIES]
         if unknown:
             raise ConfigError(f"model.entity_names: unknown entities {unknown}; known: {MA52_ENTITIES}")
+        if self.mac_active and self.mac.confidence_weighting and self.sem.entity_features == "global":
+            raise ConfigError("model.mac.confidence_weighting: one global token per frame has no entity confidence; "
+                              "set it to false or use sem.entity_features=rois")
 
     @property
     def num_entities(self) -> int:
