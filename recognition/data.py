@@ -5,7 +5,8 @@ One item of :class:`ClipDataset` is made in six steps:
 1. **Frame range.** The whole video (MA-52 trimmed clips) or the span ``[t_start, t_end]`` of a
    long video (iMiGUE), converted to frames with the video's own fps.
 2. **Frame indices.** ``sampling="dense"``: ``num_frames`` frames ``frame_stride`` apart, at a
-   random start in training (when ``temporal_jitter``) and centred in testing;
+   random start in training (when ``temporal_jitter``) and centred in testing; a clip shorter
+   than that span gets the largest stride that fits, so frames always run forward in time;
    ``sampling="segments"``: one frame per equal segment, random inside it in training and at its
    centre in testing (TSN).
 3. **Decoding** of only those frames, resized on decode so the short side is
@@ -64,7 +65,7 @@ from mmad.transforms import (
     rescale_annotations,
 )
 from mmad.types import ClipBatch, ClipRecord, ClipSample
-from mmad.video import dense_indices, probe, read_frames, segment_indices
+from mmad.video import dense_indices, fitting_stride, probe, read_frames, segment_indices
 from recognition.config import DataConfig, RecognitionConfig
 
 log = logging.getLogger("mmad.recognition")
@@ -123,18 +124,16 @@ def dense_view_indices(length: int, num_samples: int, stride: int, *, view: int,
     """Test-time dense sampling of temporal view ``view`` of ``num_views``: (num_samples,) int64.
 
     The views' start frames are spread evenly from the first to the last possible start (one view:
-    centred). A range shorter than the span loops around, each view starting ``view / num_views``
-    of the way into the range.
+    centred). A range shorter than the span is sampled with the largest stride that fits, in
+    temporal order (:func:`mmad.video.dense_indices`); never wrapped around.
     """
-    steps = np.arange(num_samples, dtype=np.int64) * int(stride)
+    stride = fitting_stride(length, num_samples, stride)
+    if num_views <= 1 or stride < 1:
+        return dense_indices(length, num_samples, max(stride, 1), train=False)
+    steps = np.arange(num_samples, dtype=np.int64) * stride
     span = int(steps[-1]) + 1
-    if num_views <= 1:
-        return dense_indices(length, num_samples, stride, train=False)
-    if span <= length:
-        start = int(round(view * (length - span) / (num_views - 1)))
-        return start + steps
-    start = int(view * length // num_views)
-    return (start + steps) % length
+    start = int(round(view * (length - span) / (num_views - 1)))
+    return start + steps
 
 
 def segment_view_indices(length: int, num_segments: int, *, view: int, num_views: int) -> np.ndarray:

@@ -138,7 +138,10 @@ def test_view_indices():
     assert dense_view_indices(30, 4, 3, view=0, num_views=1).tolist() == [10, 13, 16, 19]
     starts = [int(dense_view_indices(30, 4, 3, view=v, num_views=3)[0]) for v in range(3)]
     assert starts == [0, 10, 20]
-    assert dense_view_indices(6, 4, 3, view=1, num_views=2).tolist() == [3, 0, 3, 0]  # loops a short range
+    # a short range: the largest stride that fits, views spread, time runs forward
+    assert dense_view_indices(6, 4, 3, view=0, num_views=2).tolist() == [0, 1, 2, 3]
+    assert dense_view_indices(6, 4, 3, view=1, num_views=2).tolist() == [2, 3, 4, 5]
+    assert dense_view_indices(3, 4, 3, view=1, num_views=2).tolist() == [0, 0, 1, 2]
     assert segment_view_indices(40, 4, view=0, num_views=1).tolist() == [5, 15, 25, 35]
     assert segment_view_indices(40, 4, view=1, num_views=2).tolist() == [7, 17, 27, 37]
 
