@@ -154,6 +154,11 @@ class ModelConfig:
         return self.architecture == "micro_dualnet" and self.modality in ("pose", "rgb+pose")
 
     @property
+    def uses_boxes(self) -> bool:
+        """Whether the model reads entity boxes (ROI tokens or the keypoint stream)."""
+        return self.architecture == "micro_dualnet" and (self.sem.entity_features == "rois" or self.uses_pose)
+
+    @property
     def mac_active(self) -> bool:
         """MAC needs both raw path outputs: only the dual-path model computes it."""
         return self.architecture == "micro_dualnet" and self.temporal_model == "dual_path" and self.mac.enabled
@@ -169,6 +174,12 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
+    # A dataset without a val split (iMiGUE) never validates on test: this fraction of the
+    # training subjects (seeded by val_holdout_seed) is held out as the val split, subject-
+    # disjoint, and listed in the run folder (val_holdout.txt). 0: no validation, no best.pt
+    # (use the last epoch).
+    val_holdout: float = 0.1
+    val_holdout_seed: int = 0
     keypoint_source: Literal["openpose_json", "pickle"] = "openpose_json"
     num_frames: int = 8
     frame_stride: int = 8
