@@ -32,6 +32,9 @@ class BackboneConfig:
     # blocks (ResNet-101), as the official TSM code does. "every_block" forces all blocks.
     shift_place: Literal["blockres", "every_block"] = "blockres"
     pretrained: str | None = None  # local torchvision-ImageNet or TSM-Kinetics checkpoint
+    # The paper's ResNet-101 starts from Kinetics-400 weights (IV-B); training it without
+    # ``pretrained`` is refused unless this says it is meant.
+    from_scratch: bool = False
     normalize_input: bool = True  # frames arrive in [0, 1]; ImageNet mean/std applied in the model
 
 
@@ -114,7 +117,11 @@ class ModelConfig:
     dim: int = 256
     entity_names: list[str] = field(default_factory=lambda: list(MA52_ENTITIES))
     keypoint_layout: Literal["body25_hands", "body25", "body25_hands_face", "ma52_28", "miga_22"] = "body25_hands"
-    modality: Literal["rgb", "pose", "rgb+pose"] = "rgb+pose"
+    # "rgb" (the paper): the entity token is Eq. (2) alone; keypoints give the boxes (Eq. 1) and
+    # the MAC weights (Eq. 17). "pose": the keypoint stream alone (an MLP per entity over its
+    # joints; Table I's pose-only row, whose encoder the paper does not describe). "rgb+pose":
+    # an extension, not in the paper: Eq. (2) plus the keypoint stream, summed or concatenated.
+    modality: Literal["rgb", "pose", "rgb+pose"] = "rgb"
     modality_fusion: Literal["sum", "concat"] = "sum"
     # "dual_path": ST and TS paths (Eq. 9-12). "st"/"ts": one path. The rest are Table IV's
     # aggregation alternatives applied to each entity independently.
@@ -188,6 +195,12 @@ class DataConfig:
     resize_short_side: int = 256
     flip_prob: float = 0.5
     temporal_jitter: bool = True
+    # Augmentation the paper does not state ("random cropping to 224x224" only): the random
+    # crop's area range and aspect-ratio range (aspect jitter; [1, 1] turns it off) and the
+    # brightness/contrast/saturation strength of colour jitter (0 turns it off).
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    color_jitter: float = 0.2
     # Table III: "keypoints" (Eq. 1), "keypoints_no_confidence" (every detected joint counts,
     # entity_conf all ones), "fixed_regions" (MANet-like fractions of the frame), "center_crop".
     entity_boxes: Literal["keypoints", "keypoints_no_confidence", "fixed_regions", "center_crop"] = "keypoints"
@@ -207,4 +220,8 @@ class RecognitionConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # Not stated by the paper: biases, norm weights, embeddings and routing priors get no weight
+    # decay (false: every parameter decays with optim.weight_decay). Gradient clipping is
+    # optim.clip_grad_norm (null: off).
+    no_decay_norms_biases: bool = True
     out: str = "runs/recognition"

@@ -272,11 +272,12 @@ class ClipDataset(Dataset):
 
     def _build_train_transform(self) -> Compose:
         cfg = self.cfg
-        steps: list = [RandomResizedCrop(cfg.image_size, scale=(0.5, 1.0))]
+        steps: list = [RandomResizedCrop(cfg.image_size, scale=tuple(cfg.crop_scale), ratio=tuple(cfg.crop_ratio))]
         if cfg.flip_prob > 0:
             steps.append(HorizontalFlip(self.layout, p=cfg.flip_prob, entities=self.entities))
-        if self.decode_frames:
-            steps.append(ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2))
+        if self.decode_frames and cfg.color_jitter > 0:
+            strength = cfg.color_jitter
+            steps.append(ColorJitter(brightness=strength, contrast=strength, saturation=strength))
         return Compose(steps)
 
     def _build_test_transform(self, crop: int) -> Compose:
