@@ -169,6 +169,16 @@ def segment_indices(
     return np.clip(np.floor(positions).astype(np.int64), 0, num_frames - 1)
 
 
+def fitting_stride(num_frames: int, num_samples: int, stride: int) -> int:
+    """The largest stride <= ``stride`` whose span ``(num_samples - 1) * s + 1`` fits in ``num_frames``.
+
+    0 when even consecutive frames do not fit (``num_frames < num_samples``).
+    """
+    if num_samples <= 1:
+        return int(stride)
+    return min(int(stride), (int(num_frames) - 1) // (int(num_samples) - 1))
+
+
 def dense_indices(
     num_frames: int,
     num_samples: int,
@@ -176,34 +186,32 @@ def dense_indices(
     *,
     train: bool,
     rng: np.random.Generator | None = None,
-    loop: bool = True,
 ) -> np.ndarray:
-    """``num_samples`` consecutive frames ``stride`` apart.
+    """``num_samples`` frames ``stride`` apart, always in temporal order.
 
     When the span ``(num_samples - 1) * stride + 1`` fits, testing centres it in the video and
-    training starts it at a uniformly random frame (temporal jitter). When it does not fit,
-    ``loop=True`` wraps around the video (training from a random start, testing from frame 0) and
-    ``loop=False`` starts at 0 and repeats the last frame.
+    training starts it at a uniformly random frame (temporal jitter). A video shorter than the
+    span is sampled with the largest stride that fits (:func:`fitting_stride`), placed the same
+    way; a video of fewer than ``num_samples`` frames repeats frames in order
+    (``[0, 0, 1, 1, 2, ...]``). Indices never wrap around: the clip's time runs forward.
 
     Returns:
-        (num_samples,) int64, each in ``[0, num_frames - 1]``.
+        (num_samples,) int64, non-decreasing, each in ``[0, num_frames - 1]``.
     """
     _check_counts(num_frames, num_samples, "num_samples")
     if int(stride) < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
-    steps = np.arange(num_samples, dtype=np.int64) * int(stride)
+    stride = fitting_stride(num_frames, num_samples, stride)
+    if stride < 1:
+        return (np.arange(num_samples, dtype=np.int64) * int(num_frames)) // int(num_samples)
+    steps = np.arange(num_samples, dtype=np.int64) * stride
     span = int(steps[-1]) + 1
-    if span <= num_frames:
-        if train:
-            rng = rng if rng is not None else np.random.default_rng()
-            start = int(rng.integers(0, num_frames - span + 1))
-        else:
-            start = (num_frames - span) // 2
-        return start + steps
-    if not loop:
-        return np.minimum(steps, num_frames - 1)
-    start = int((rng if rng is not None else np.random.default_rng()).integers(0, num_frames)) if train else 0
-    return (start + steps) % num_frames
+    if train:
+        rng = rng if rng is not None else np.random.default_rng()
+        start = int(rng.integers(0, num_frames - span + 1))
+    else:
+        start = (num_frames - span) // 2
+    return start + steps
 
 
 def step_indices(num_frames: int, stride: int) -> np.ndarray:

@@ -32,6 +32,9 @@ class BackboneConfig:
     # blocks (ResNet-101), as the official TSM code does. "every_block" forces all blocks.
     shift_place: Literal["blockres", "every_block"] = "blockres"
     pretrained: str | None = None  # local torchvision-ImageNet or TSM-Kinetics checkpoint
+    # The paper's ResNet-101 starts from Kinetics-400 weights (IV-B); training it without
+    # ``pretrained`` is refused unless this says it is meant.
+    from_scratch: bool = False
     normalize_input: bool = True  # frames arrive in [0, 1]; ImageNet mean/std applied in the model
 
 
@@ -82,8 +85,9 @@ class MACConfig:
     enabled: bool = True
     weight: float = 0.1  # lambda of Eq. (21)
     temperature: float = 0.07
-    # "frame": Eq. (16) as printed, contrasting the T frames of one entity. "video": each entity's
-    # path outputs averaged over T, contrasted against every other (clip, entity) of the batch.
+    # "frame": Eq. (16) as printed, contrasting the T frames of one entity. "video" (named by the
+    # paper, not printed; our reading): each entity's path outputs averaged over T, its ST summary
+    # contrasted against the TS summaries of the same entity in every clip of the global batch.
     level: Literal["video", "frame"] = "video"
     confidence_weighting: bool = True  # c_i^t of Eq. (17); false: uniform weights
 
@@ -113,7 +117,11 @@ class ModelConfig:
     dim: int = 256
     entity_names: list[str] = field(default_factory=lambda: list(MA52_ENTITIES))
     keypoint_layout: Literal["body25_hands", "body25", "body25_hands_face", "ma52_28", "miga_22"] = "body25_hands"
-    modality: Literal["rgb", "pose", "rgb+pose"] = "rgb+pose"
+    # "rgb" (the paper): the entity token is Eq. (2) alone; keypoints give the boxes (Eq. 1) and
+    # the MAC weights (Eq. 17). "pose": the keypoint stream alone (an MLP per entity over its
+    # joints; Table I's pose-only row, whose encoder the paper does not describe). "rgb+pose":
+    # an extension, not in the paper: Eq. (2) plus the keypoint stream, summed or concatenated.
+    modality: Literal["rgb", "pose", "rgb+pose"] = "rgb"
     modality_fusion: Literal["sum", "concat"] = "sum"
     # "dual_path": ST and TS paths (Eq. 9-12). "st"/"ts": one path. The rest are Table IV's
     # aggregation alternatives applied to each entity independently.
@@ -136,6 +144,9 @@ class ModelConfig:
         unknown = [n for n in self.entity_names if n not in MA52_ENTITIES]
         if unknown:
             raise ConfigError(f"model.entity_names: unknown entities {unknown}; known: {MA52_ENTITIES}")
+        if self.mac_active and self.mac.confidence_weighting and self.sem.entity_features == "global":
+            raise ConfigError("model.mac.confidence_weighting: one global token per frame has no entity confidence; "
+                              "set it to false or use sem.entity_features=rois")
 
     @property
     def num_entities(self) -> int:
@@ -148,6 +159,11 @@ class ModelConfig:
     @property
     def uses_pose(self) -> bool:
         return self.architecture == "micro_dualnet" and self.modality in ("pose", "rgb+pose")
+
+    @property
+    def uses_boxes(self) -> bool:
+        """Whether the model reads entity boxes (ROI tokens or the keypoint stream)."""
+        return self.architecture == "micro_dualnet" and (self.sem.entity_features == "rois" or self.uses_pose)
 
     @property
     def mac_active(self) -> bool:
@@ -165,6 +181,12 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
+    # A dataset without a val split (iMiGUE) never validates on test: this fraction of the
+    # training subjects (seeded by val_holdout_seed) is held out as the val split, subject-
+    # disjoint, and listed in the run folder (val_holdout.txt). 0: no validation, no best.pt
+    # (use the last epoch).
+    val_holdout: float = 0.1
+    val_holdout_seed: int = 0
     keypoint_source: Literal["openpose_json", "pickle"] = "openpose_json"
     num_frames: int = 8
     frame_stride: int = 8
@@ -173,6 +195,12 @@ class DataConfig:
     resize_short_side: int = 256
     flip_prob: float = 0.5
     temporal_jitter: bool = True
+    # Augmentation the paper does not state ("random cropping to 224x224" only): the random
+    # crop's area range and aspect-ratio range (aspect jitter; [1, 1] turns it off) and the
+    # brightness/contrast/saturation strength of colour jitter (0 turns it off).
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    color_jitter: float = 0.2
     # Table III: "keypoints" (Eq. 1), "keypoints_no_confidence" (every detected joint counts,
     # entity_conf all ones), "fixed_regions" (MANet-like fractions of the frame), "center_crop".
     entity_boxes: Literal["keypoints", "keypoints_no_confidence", "fixed_regions", "center_crop"] = "keypoints"
@@ -192,4 +220,8 @@ class RecognitionConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # Not stated by the paper: biases, norm weights, embeddings and routing priors get no weight
+    # decay (false: every parameter decays with optim.weight_decay). Gradient clipping is
+    # optim.clip_grad_norm (null: off).
+    no_decay_norms_biases: bool = True
     out: str = "runs/recognition"

@@ -5,7 +5,8 @@ One item of :class:`ClipDataset` is made in six steps:
 1. **Frame range.** The whole video (MA-52 trimmed clips) or the span ``[t_start, t_end]`` of a
    long video (iMiGUE), converted to frames with the video's own fps.
 2. **Frame indices.** ``sampling="dense"``: ``num_frames`` frames ``frame_stride`` apart, at a
-   random start in training (when ``temporal_jitter``) and centred in testing;
+   random start in training (when ``temporal_jitter``) and centred in testing; a clip shorter
+   than that span gets the largest stride that fits, so frames always run forward in time;
    ``sampling="segments"``: one frame per equal segment, random inside it in training and at its
    centre in testing (TSN).
 3. **Decoding** of only those frames, resized on decode so the short side is
@@ -64,7 +65,7 @@ from mmad.transforms import (
     rescale_annotations,
 )
 from mmad.types import ClipBatch, ClipRecord, ClipSample
-from mmad.video import dense_indices, probe, read_frames, segment_indices
+from mmad.video import dense_indices, fitting_stride, probe, read_frames, segment_indices
 from recognition.config import DataConfig, RecognitionConfig
 
 log = logging.getLogger("mmad.recognition")
@@ -123,18 +124,16 @@ def dense_view_indices(length: int, num_samples: int, stride: int, *, view: int,
     """Test-time dense sampling of temporal view ``view`` of ``num_views``: (num_samples,) int64.
 
     The views' start frames are spread evenly from the first to the last possible start (one view:
-    centred). A range shorter than the span loops around, each view starting ``view / num_views``
-    of the way into the range.
+    centred). A range shorter than the span is sampled with the largest stride that fits, in
+    temporal order (:func:`mmad.video.dense_indices`); never wrapped around.
     """
-    steps = np.arange(num_samples, dtype=np.int64) * int(stride)
+    stride = fitting_stride(length, num_samples, stride)
+    if num_views <= 1 or stride < 1:
+        return dense_indices(length, num_samples, max(stride, 1), train=False)
+    steps = np.arange(num_samples, dtype=np.int64) * stride
     span = int(steps[-1]) + 1
-    if num_views <= 1:
-        return dense_indices(length, num_samples, stride, train=False)
-    if span <= length:
-        start = int(round(view * (length - span) / (num_views - 1)))
-        return start + steps
-    start = int(view * length // num_views)
-    return (start + steps) % length
+    start = int(round(view * (length - span) / (num_views - 1)))
+    return start + steps
 
 
 def segment_view_indices(length: int, num_segments: int, *, view: int, num_views: int) -> np.ndarray:
@@ -273,11 +272,12 @@ class ClipDataset(Dataset):
 
     def _build_train_transform(self) -> Compose:
         cfg = self.cfg
-        steps: list = [RandomResizedCrop(cfg.image_size, scale=(0.5, 1.0))]
+        steps: list = [RandomResizedCrop(cfg.image_size, scale=tuple(cfg.crop_scale), ratio=tuple(cfg.crop_ratio))]
         if cfg.flip_prob > 0:
             steps.append(HorizontalFlip(self.layout, p=cfg.flip_prob, entities=self.entities))
-        if self.decode_frames:
-            steps.append(ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2))
+        if self.decode_frames and cfg.color_jitter > 0:
+            strength = cfg.color_jitter
+            steps.append(ColorJitter(brightness=strength, contrast=strength, saturation=strength))
         return Compose(steps)
 
     def _build_test_transform(self, crop: int) -> Compose:
@@ -447,31 +447,87 @@ def _open_data(cfg: DataConfig) -> DatasetInfo:
     return info
 
 
-def resolve_split(cfg: DataConfig, info: DatasetInfo, split: str) -> str:
-    """``split``, or the test split for a dataset without it (iMiGUE has train and test only)."""
+def holdout_subjects(records: Sequence[ClipRecord], *, fraction: float, seed: int) -> list[str]:
+    """The subjects of ``records`` held out for validation: ``round(fraction * #subjects)`` (at
+    least one, never all), drawn with ``numpy.random.default_rng(seed)`` from the sorted subject
+    ids. Raises ConfigError when a record has no subject id."""
+    unknown = [r.video_id for r in records if r.subject is None]
+    if unknown:
+        raise ConfigError(f"data.val_holdout: clip {unknown[0]} has no subject id, so no subject-disjoint "
+                          "validation split can be held out; set data.val_holdout=0 (no validation)")
+    subjects = sorted({str(r.subject) for r in records}, key=lambda v: (len(v), v))
+    if len(subjects) < 2:
+        raise ConfigError(f"data.val_holdout: the training split has {len(subjects)} subject(s); a subject-disjoint "
+                          "validation split needs at least 2 (or set data.val_holdout=0)")
+    count = min(len(subjects) - 1, max(1, round(fraction * len(subjects))))
+    order = np.random.default_rng(seed).permutation(len(subjects))
+    return sorted((subjects[i] for i in order[:count]), key=lambda v: (len(v), v))
+
+
+def _split_records(cfg: DataConfig, info: DatasetInfo, split: str) -> list[ClipRecord]:
+    """Records of ``split``; without a val split in the data, val is held out of train (by subject).
+
+    Validation never falls back to the test split.
+    """
     if split in info.splits:
-        return split
-    if split == cfg.val_split and cfg.test_split in info.splits:
-        log.info("%s has no %r split; validating on %r", info.root, split, cfg.test_split)
-        return cfg.test_split
+        records = _read_records(cfg, info, split)
+        if split != cfg.train_split or cfg.val_split in info.splits or not cfg.val_split or cfg.val_holdout <= 0:
+            return records
+        held = set(holdout_subjects(records, fraction=cfg.val_holdout, seed=cfg.val_holdout_seed))
+        return [r for r in records if str(r.subject) not in held]
+    if split == cfg.val_split and cfg.train_split in info.splits:
+        if cfg.val_holdout <= 0:
+            raise DataError(info.root, f"no split {split!r} and data.val_holdout is 0: nothing to validate on")
+        records = _read_records(cfg, info, cfg.train_split)
+        held = set(holdout_subjects(records, fraction=cfg.val_holdout, seed=cfg.val_holdout_seed))
+        return [r for r in records if str(r.subject) in held]
     raise DataError(info.root, f"no split {split!r} (found: {', '.join(info.splits)})")
+
+
+def _write_holdout(cfg: RecognitionConfig, records: Sequence[ClipRecord]) -> None:
+    """``val_holdout.txt`` in the run folder: the held-out subjects and clips (rank 0 only)."""
+    import os
+
+    from mmad.fileio import atomic_write_text
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    subjects = sorted({str(r.subject) for r in records}, key=lambda v: (len(v), v))
+    lines = [f"# validation split held out of '{cfg.data.train_split}' (data.val_holdout={cfg.data.val_holdout}, "
+             f"data.val_holdout_seed={cfg.data.val_holdout_seed}); never the test split",
+             "subjects: " + " ".join(subjects), *(r.video_id for r in records)]
+    atomic_write_text(Path(cfg.out) / "val_holdout.txt", "\n".join(lines) + "\n")
 
 
 def build_dataset(cfg: RecognitionConfig, split: str, *, train: bool, views: tuple[int, int] = (1, 1),
                   info: DatasetInfo | None = None) -> ClipDataset:
-    """The :class:`ClipDataset` of one split of ``cfg.data.root``."""
+    """The :class:`ClipDataset` of one split of ``cfg.data.root`` (val may be held out of train)."""
     info = info if info is not None else _open_data(cfg.data)
-    split = resolve_split(cfg.data, info, split)
-    records = _read_records(cfg.data, info, split)
-    need_keypoints = cfg.model.uses_pose or cfg.data.entity_boxes.startswith("keypoints")
+    records = _split_records(cfg.data, info, split)
+    # keypoint files are required only when the model reads them or boxes made from them
+    need_keypoints = cfg.model.uses_pose or (cfg.model.uses_boxes and cfg.data.entity_boxes.startswith("keypoints"))
     return ClipDataset(records, cfg=cfg.data, layout=cfg.model.keypoint_layout, entities=cfg.model.entity_names,
                        train=train, dataset_info=info, views=views, need_keypoints=need_keypoints,
                        decode_frames=cfg.model.uses_rgb)
 
 
 def build_datasets(cfg: RecognitionConfig) -> tuple[ClipDataset, ClipDataset | None]:
-    """(training set, validation set) of ``cfg``; validation is None when ``data.val_split`` is empty."""
+    """(training set, validation set) of ``cfg``.
+
+    Validation is None when ``data.val_split`` is empty, or when the data has no val split and
+    ``data.val_holdout`` is 0; otherwise a dataset without a val split validates on training
+    subjects held out of training (listed in ``cfg.out/val_holdout.txt``), never on test.
+    """
     info = _open_data(cfg.data)
     train = build_dataset(cfg, cfg.data.train_split, train=True, info=info)
-    val = build_dataset(cfg, cfg.data.val_split, train=False, info=info) if cfg.data.val_split else None
+    if not cfg.data.val_split or (cfg.data.val_split not in info.splits and cfg.data.val_holdout <= 0):
+        if cfg.data.val_split:
+            log.info("%s has no %r split and data.val_holdout is 0: no validation, keep the last epoch",
+                     info.root, cfg.data.val_split)
+        return train, None
+    val = build_dataset(cfg, cfg.data.val_split, train=False, info=info)
+    if cfg.data.val_split not in info.splits:
+        log.info("%s has no %r split: validating on %d clips of held-out training subjects", info.root,
+                 cfg.data.val_split, len(val.records))
+        _write_holdout(cfg, val.records)
     return train, val

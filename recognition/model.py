@@ -310,7 +310,8 @@ def compute_losses(output: RecognitionOutput, batch: ClipBatch, cfg: ModelConfig
     """L = CE + lambda * MAC (Eq. 21) (+ body_loss_weight * body CE when the body head is on).
 
     Labels of -1 are ignored. MAC uses the raw path outputs (before routing) and, when
-    ``cfg.mac.confidence_weighting``, the batch's ``entity_conf`` (B, T, K) as c^t_i.
+    ``cfg.mac.confidence_weighting``, the batch's ``entity_conf`` (B, T, K) as c^t_i; an
+    ``entity_conf`` of another shape is an error (never a silent fall-back to uniform weights).
 
     Returns:
         {"loss", "ce", and "mac" / "body_ce" when computed}: scalar tensors.
@@ -318,10 +319,13 @@ def compute_losses(output: RecognitionOutput, batch: ClipBatch, cfg: ModelConfig
     losses = {"ce": F.cross_entropy(output.logits, batch.label, ignore_index=-1)}
     total = losses["ce"]
     aux = output.aux
-    if cfg.mac_active and aux.x_st is not None and aux.x_ts is not None:
-        conf = None
-        if cfg.mac.confidence_weighting and batch.entity_conf.shape == aux.x_st.shape[:3]:
-            conf = batch.entity_conf
+    if cfg.mac_active:
+        if aux.x_st is None or aux.x_ts is None:
+            raise ValueError("MAC is on but the model returned no raw ST/TS path outputs")
+        conf = batch.entity_conf if cfg.mac.confidence_weighting else None
+        if conf is not None and conf.shape != aux.x_st.shape[:3]:
+            raise ValueError(f"MAC confidence weights: entity_conf is {tuple(conf.shape)} but the path outputs are "
+                             f"{tuple(aux.x_st.shape[:3])} (B, T, K); the data's entities do not match the model's")
         losses["mac"] = mac_loss(aux.x_st, aux.x_ts, conf, temperature=cfg.mac.temperature, level=cfg.mac.level)
         total = total + cfg.mac.weight * losses["mac"]
     if output.body_logits is not None:

@@ -51,6 +51,7 @@ __all__ = [
     "no_decay_parameter",
     "parse_views",
     "test",
+    "check_pretrained",
     "train",
 ]
 
@@ -257,8 +258,13 @@ class RecognitionTask:
             raise DataError(self.cfg.data.root, "the validation split has no labels")
         return _metric_dict(result)
 
-    def param_groups(self, model: nn.Module) -> list[dict]:
-        """Two groups: decayed weights, and biases / norms / embeddings / priors without decay."""
+    def param_groups(self, model: nn.Module) -> list[dict] | None:
+        """Two groups: decayed weights, and biases / norms / embeddings / priors without decay.
+
+        None (one group, everything decays) when ``cfg.no_decay_norms_biases`` is off.
+        """
+        if not self.cfg.no_decay_norms_biases:
+            return None
         owner = {}
         for module_name, module in model.named_modules():
             for param_name, _ in module.named_parameters(recurse=False):
@@ -280,9 +286,26 @@ class RecognitionTask:
 # ----------------------------------------------------------------------------- entry points
 
 
+def check_pretrained(cfg: RecognitionConfig) -> None:
+    """Refuse to train the paper's ResNet-101 from random weights unless ``from_scratch`` says so.
+
+    IV-B starts the backbone from Kinetics-400; a run without weights would silently measure
+    something else. Raises ConfigError.
+    """
+    b = cfg.model.backbone
+    if cfg.model.uses_rgb and b.arch == "resnet101" and not b.pretrained and not b.from_scratch:
+        raise ConfigError("model.backbone.pretrained is not set: the paper's ResNet-101 starts from Kinetics-400 "
+                          "(TSM) weights; give a local checkpoint, or --set model.backbone.from_scratch=true "
+                          "to train from random initialisation on purpose")
+
+
 def train(cfg: RecognitionConfig, *, resume: bool = False, device: str | None = None,
           allow_config_change: bool = False) -> FitResult:
-    """Train ``cfg`` into ``cfg.out`` (see :func:`mmad.engine.fit`); returns the fit result."""
+    """Train ``cfg`` into ``cfg.out`` (see :func:`mmad.engine.fit`); returns the fit result.
+
+    Refuses a ResNet-101 without pretrained weights (:func:`check_pretrained`).
+    """
+    check_pretrained(cfg)
     return fit(RecognitionTask(cfg), cfg.train, cfg.optim, cfg.out, resume=resume, device=device,
                config_dict=to_dict(cfg), allow_config_change=allow_config_change)
 

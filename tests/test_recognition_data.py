@@ -138,7 +138,10 @@ def test_view_indices():
     assert dense_view_indices(30, 4, 3, view=0, num_views=1).tolist() == [10, 13, 16, 19]
     starts = [int(dense_view_indices(30, 4, 3, view=v, num_views=3)[0]) for v in range(3)]
     assert starts == [0, 10, 20]
-    assert dense_view_indices(6, 4, 3, view=1, num_views=2).tolist() == [3, 0, 3, 0]  # loops a short range
+    # a short range: the largest stride that fits, views spread, time runs forward
+    assert dense_view_indices(6, 4, 3, view=0, num_views=2).tolist() == [0, 1, 2, 3]
+    assert dense_view_indices(6, 4, 3, view=1, num_views=2).tolist() == [2, 3, 4, 5]
+    assert dense_view_indices(3, 4, 3, view=1, num_views=2).tolist() == [0, 0, 1, 2]
     assert segment_view_indices(40, 4, view=0, num_views=1).tolist() == [5, 15, 25, 35]
     assert segment_view_indices(40, 4, view=1, num_views=2).tolist() == [7, 17, 27, 37]
 
@@ -281,3 +284,57 @@ def test_micropuppet_test_split_keeps_its_labels(tiny_root):
     test = build_dataset(make_cfg(tiny_root), "test", train=False)
     assert len(test) == 7 and (test.labels >= 0).all()
     assert test[0].label == test.records[0].label >= 0
+
+
+def _without_val(tiny_root: Path, tmp_path: Path) -> Path:
+    """The tiny MicroPuppet folder with its val list removed (like iMiGUE: train and test only)."""
+    root = tmp_path / "no_val"
+    root.mkdir()
+    for entry in tiny_root.iterdir():
+        if entry.name != "val_list_videos.txt":
+            os.symlink(entry, root / entry.name)
+    return root
+
+
+def test_a_dataset_without_val_holds_out_training_subjects_never_test(tiny_root, tmp_path):
+    root = _without_val(tiny_root, tmp_path)
+    cfg = make_cfg(root)
+    cfg.out = str(tmp_path / "run")
+    info = open_dataset(root)
+    assert "val" not in info.splits
+    all_train = {r.video_id: r for r in info.read("train")}
+    test_ids = {r.video_id for r in info.read("test")}
+    train, val = build_datasets(cfg)
+    train_ids = {r.video_id for r in train.records}
+    val_ids = {r.video_id for r in val.records}
+    assert val_ids and not val_ids & test_ids  # never the test split
+    assert val_ids | train_ids == set(all_train) and not val_ids & train_ids
+    val_subjects = {all_train[v].subject for v in val_ids}
+    assert not val_subjects & {all_train[v].subject for v in train_ids}  # subject-disjoint
+    written = (tmp_path / "run" / "val_holdout.txt").read_text().splitlines()
+    assert written[1] == "subjects: " + " ".join(sorted(val_subjects, key=lambda v: (len(v), v)))
+    assert set(written[2:]) == val_ids
+    # seeded: the same split again (a later `test --split val` sees the same clips)
+    assert {r.video_id for r in build_dataset(cfg, "val", train=False).records} == val_ids
+    # no hold-out: no validation at all (the last epoch is kept), and still never the test split
+    cfg.data.val_holdout = 0.0
+    train0, val0 = build_datasets(cfg)
+    assert val0 is None and {r.video_id for r in train0.records} == set(all_train)
+
+
+def test_models_without_boxes_do_not_need_keypoint_files(tiny_root, tmp_path):
+    root = tmp_path / "no_keypoints"
+    root.mkdir()
+    for entry in tiny_root.iterdir():
+        if entry.name != "keypoints":
+            os.symlink(entry, root / entry.name)
+    tsm = make_cfg(root)
+    tsm.model.architecture = "tsm"
+    assert build_dataset(tsm, "val", train=False)[0].frames.shape == (4, 3, 64, 64)
+    global_tokens = make_cfg(root)
+    global_tokens.model.modality = "rgb"
+    global_tokens.model.sem.entity_features = "global"
+    global_tokens.model.mac.enabled = False
+    build_dataset(global_tokens, "val", train=False)[0]
+    with pytest.raises(DataError):
+        build_dataset(make_cfg(root), "val", train=False)[0]  # ROI tokens need keypoint boxes

@@ -49,7 +49,7 @@ def test_segment_indices_short_video_repeats_in_order():
 def test_single_frame_video():
     assert segment_indices(1, 5, train=True).tolist() == [0] * 5
     assert dense_indices(1, 4, 3, train=True).tolist() == [0] * 4
-    assert dense_indices(1, 4, 3, train=False, loop=False).tolist() == [0] * 4
+    assert dense_indices(1, 4, 3, train=False).tolist() == [0] * 4
     assert step_indices(1, 4).tolist() == [0]
 
 
@@ -64,16 +64,20 @@ def test_dense_indices_train_jitter_covers_valid_starts():
     assert starts == set(range(0, 20 - 10 + 1))
 
 
-def test_dense_indices_short_video_loop_or_repeat_last():
-    looped = dense_indices(5, 6, 2, train=False, loop=True)
-    assert looped.tolist() == [0, 2, 4, 1, 3, 0]
-    repeated = dense_indices(5, 6, 2, train=False, loop=False)
-    assert repeated.tolist() == [0, 2, 4, 4, 4, 4]
+def test_dense_indices_short_clip_stays_in_temporal_order():
+    # a 40-frame clip, 8 frames at stride 8 (span 57): stride 5 fits, no wrap-around
+    assert dense_indices(40, 8, 8, train=False).tolist() == [2, 7, 12, 17, 22, 27, 32, 37]
     rng = np.random.default_rng(3)
-    for _ in range(20):
-        idx = dense_indices(5, 6, 2, train=True, rng=rng)
-        assert idx.min() >= 0 and idx.max() <= 4
-        assert np.all((np.diff(idx) % 5) == 2)
+    for length, samples, stride in [(40, 8, 8), (5, 6, 2), (20, 16, 4), (3, 8, 8), (57, 8, 8)]:
+        for train in (True, False):
+            idx = dense_indices(length, samples, stride, train=train, rng=rng)
+            assert len(idx) == samples and idx.min() >= 0 and idx.max() <= length - 1
+            assert np.all(np.diff(idx) >= 0), (length, samples, stride, idx)
+            if length >= samples:
+                assert np.all(np.diff(idx) >= 1)  # every frame distinct when there are enough
+    assert dense_indices(5, 6, 2, train=False).tolist() == [0, 0, 1, 2, 3, 4]
+    assert dense_indices(57, 8, 8, train=False).tolist() == list(range(0, 57, 8))  # exactly fits: unchanged
+
 
 
 def test_step_indices_and_bad_arguments():
