@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference_eval import reference_interpolated_ap, reference_segment_iou
 
 from eval.detection import class_average_precision, evaluate_detection, match_detections
 from eval.diagnose import (
@@ -24,7 +25,6 @@ from eval.diagnose import (
     instance_characteristics,
     write_diagnosis,
 )
-from tests.reference_eval import reference_interpolated_ap, reference_segment_iou
 
 GT_COLUMNS = ["video_id", "t_start", "t_end", "label"]
 PRED_COLUMNS = ["video_id", "t_start", "t_end", "label", "score"]
