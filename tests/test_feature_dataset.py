@@ -213,7 +213,7 @@ def test_detection_train_accepts_foreign_npy_features(tmp_path):
         videos.append(VideoRecord(f"v{i}", duration=5.0, fps=30.0, num_frames=150, subset=subset,
                                   segments=[Segment(1, 0.5, 2.0), Segment(3, 2.5, 4.5)]))
     write_mmad_json(videos, root / "mmad.json")
-    config = {"data": {"root": str(root), "feature_dir": "npy", "feature_stride_frames": 4, "feature_window": 16,
+    config = {"data": {"root": str(root), "feature_dir": str(root / "npy"), "feature_stride_frames": 4, "feature_window": 16,
                        "feature_fps": 30.0, "num_workers": 0, "val_subset": "val", "test_subset": "val"},
               "model": {"num_classes": 52, "embed_dim": 16, "num_levels": 2, "num_stem_layers": 1, "num_heads": 2,
                         "head_convs": 1},

@@ -234,7 +234,7 @@ def test_a_detector_names_the_recognizer_it_was_trained_with(kit, tmp_path):
     """The demo mismatch: a detector trained on last.pt's features, given best.pt."""
     rc, _, err = run_cli(["detect", kit.video, "--keypoints", kit.keypoints, "--recognizer", kit.rec_best,
                           "--detector", kit.det, "--out", tmp_path / "out"])
-    assert_one_line_error(rc, err, kit.det, kit.rec_best, f"use {kit.rec}")
+    assert_one_line_error(rc, err, kit.det, kit.rec_best, f"{kit.rec} beside it fits")
     assert not (tmp_path / "out").exists()
 
 
