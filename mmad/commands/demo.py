@@ -505,7 +505,7 @@ class DemoRun:
         from mmad.viewer import write_viewer_page
 
         write_viewer_page(out / f"{video_id}.html", video, result.detections, ground_truth=truth, keypoints_dir=keypoints)
-        self.echo(f"    {video_id}: {len(result.detections)} detections in {result.duration:.2f} s "
+        self.echo(f"    {video_id}: {len(result.detections)} detections over {result.duration:.2f} s of video "
                   f"({len(truth)} true instances)")
         return {"video_id": video_id, "duration": result.duration, "detections": len(result.detections),
                 "ground_truth": len(truth), "files": {k: str(v) for k, v in files.items()}}
