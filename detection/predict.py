@@ -49,6 +49,7 @@ import torch
 
 from detection.config import DetectionConfig
 from mmad.errors import ConfigError, DataError
+from mmad.taxonomy import label_set
 
 DETECTION_COLUMNS = ["video_id", "t_start", "t_end", "label", "class_name", "body_group", "score"]
 NO_KEYPOINTS_HINT = ("no keypoints for this video: pass --keypoints DIR (its OpenPose JSON folder) or install "
@@ -112,18 +113,6 @@ class VideoDetections:
             out["person_fraction"] = round(self.report.person_fraction, 4)
         out["detections"] = rows
         return out
-
-
-def label_names(num_classes: int) -> tuple[tuple[str, ...], tuple[str | None, ...]]:
-    """Class names and body groups of a label set by its size (52: MA-52, 32: iMiGUE, else ``class_<i>``)."""
-    from mmad.taxonomy import IMIGUE_CLASSES, MA52_ACTIONS, MA52_BODY_GROUPS, fine2coarse_table
-
-    if num_classes == len(MA52_ACTIONS):
-        groups = fine2coarse_table()
-        return MA52_ACTIONS, tuple(MA52_BODY_GROUPS[g] for g in groups)
-    if num_classes == len(IMIGUE_CLASSES):
-        return IMIGUE_CLASSES, (None,) * num_classes
-    return tuple(f"class_{i}" for i in range(num_classes)), (None,) * num_classes
 
 
 def load_detector(checkpoint: str | os.PathLike, *, device: str | torch.device = "cpu", use_ema: bool = True):
@@ -479,7 +468,7 @@ def detect_video(video: str | os.PathLike, *, recognizer: str | os.PathLike, det
     if features.shape[0] == 0:
         raise DataError(video, f"too short: {decoded.frames_decoded} frame(s) decoded, a feature step needs "
                                f"{first + 1} (encoder.stride_frames = {stride})")
-    names, groups = label_names(cfg.model.num_classes)
+    names, groups = label_set(cfg.model.num_classes)
     tick = time.perf_counter()
     table = _detect_steps(model, cfg, features, np.asarray(person, dtype=bool), encoder=encoder, fps=info.fps,
                           duration=min(info.duration, seen), video=video, score_threshold=score_threshold,

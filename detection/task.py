@@ -194,14 +194,14 @@ def write_test_metrics(result, out_dir: str | os.PathLike, *, subset: str, num_c
     """
     import json
 
-    from detection.predict import label_names
     from eval.detection import threshold_key
     from mmad.fileio import atomic_open, atomic_write_text
+    from mmad.taxonomy import label_set
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = atomic_write_text(out_dir / f"metrics_{subset}.json", json.dumps(result.to_dict(), indent=2) + "\n")
-    names, _ = label_names(num_classes)
+    names, _ = label_set(num_classes)
     rows = []
     for j, c in enumerate(result.classes):
         if result.num_ground_truth_per_class[j] == 0:

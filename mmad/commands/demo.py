@@ -488,8 +488,9 @@ class DemoRun:
     def _detect(self, cfg, video_id: str, recognizer: Path, detector: Path, out: Path) -> dict:
         import pandas as pd
 
-        from detection.predict import detect_video, label_names, write_detections
+        from detection.predict import detect_video, write_detections
         from mmad.datasets.mma52 import read_detection_annotations
+        from mmad.taxonomy import label_set
 
         video = self.detection_data / cfg.encoder.videos_dir / f"{video_id}.mp4"
         keypoints = self.detection_data / cfg.encoder.keypoints_dir / video_id
@@ -498,7 +499,7 @@ class DemoRun:
         files = write_detections(result, out)
         record = next(v for v in read_detection_annotations(cfg.data.annotation_path, subset="val")
                       if v.video_id == video_id)
-        names, _ = label_names(cfg.model.num_classes)
+        names, _ = label_set(cfg.model.num_classes)
         truth = pd.DataFrame([(video_id, s.t_start, s.t_end, s.label, names[s.label]) for s in record.segments],
                              columns=["video_id", "t_start", "t_end", "label", "class_name"])
         truth.to_csv(out / f"{video_id}_ground_truth.csv", index=False)
