@@ -17,6 +17,12 @@ ResNet-50 / ResNet-101 at 224 px with the paper's recipe (D = 256, three layers,
 
     python benchmarks/extract_speed.py                        # the three default settings
     python benchmarks/extract_speed.py --arch resnet50 --size 224 --frames 24 --threads 2
+    python benchmarks/extract_speed.py --variants fp32,channels_last,bf16   # precision / memory format
+
+With ``--variants`` the extraction column is timed once per variant (``fp32``, ``bf16``, ``fp16``:
+the encoder's autocast; ``channels_last``: fp32 with the backbone in channels-last format), each
+with its largest relative deviation from the fp32 features (per step, the norm of the difference
+over the norm of the fp32 vector).
 """
 
 from __future__ import annotations
@@ -44,7 +50,8 @@ DEFAULT_SETTINGS = (("resnet18", 112, 8, MICROPUPPET_MODEL, 64),
                     ("resnet101", 224, 16, PAPER_MODEL, 24))
 
 
-def build_encoder(arch: str, size: int, window: int, model: dict, *, chunk: int, device: torch.device) -> ClipEncoder:
+def build_encoder(arch: str, size: int, window: int, model: dict, *, chunk: int, device: torch.device,
+                  precision: str = "fp32", channels_last: bool = False) -> ClipEncoder:
     cfg = from_dict(RecognitionConfig, {"model": {"modality": "rgb+pose", "backbone": {"arch": arch}, **model},
                                         "data": {"num_frames": window, "image_size": size,
                                                  "resize_short_side": size}})
@@ -52,7 +59,8 @@ def build_encoder(arch: str, size: int, window: int, model: dict, *, chunk: int,
     net = build_model(cfg.model).to(device).eval()
     return ClipEncoder(net, window=window, stride_frames=4, image_size=size, resize_short_side=size,
                        keypoint_layout=cfg.model.keypoint_layout, entity_names=cfg.model.entity_names,
-                       chunk_frames=chunk, window_batch=chunk).to(device)
+                       chunk_frames=chunk, window_batch=chunk, precision=precision,
+                       channels_last=channels_last).to(device)
 
 
 def random_inputs(length: int, size: int, *, device: torch.device):
@@ -78,8 +86,10 @@ def best_time(fn, repeats: int, device: torch.device) -> float:
 
 
 def measure(arch: str, size: int, window: int, model: dict, *, frames: int, chunk: int, repeats: int,
-            device: torch.device) -> dict:
-    encoder = build_encoder(arch, size, window, model, chunk=chunk, device=device)
+            device: torch.device, variant: str = "fp32", reference: torch.Tensor | None = None) -> dict:
+    channels_last = variant == "channels_last"
+    encoder = build_encoder(arch, size, window, model, chunk=chunk, device=device,
+                            precision="fp32" if channels_last else variant, channels_last=channels_last)
     video, keypoints, boxes = random_inputs(frames, size, device=device)
     backbone = encoder.recognizer.backbone
 
@@ -87,8 +97,10 @@ def measure(arch: str, size: int, window: int, model: dict, *, frames: int, chun
         with torch.no_grad():
             backbone(video[None])
 
+    outputs = []
+
     def extraction():
-        encoder.encode_frames(video, keypoints, boxes)
+        outputs[:] = [encoder.encode_frames(video, keypoints, boxes)]
 
     with torch.no_grad():  # warm-up on a few frames
         backbone(video[None, :4])
@@ -97,9 +109,12 @@ def measure(arch: str, size: int, window: int, model: dict, *, frames: int, chun
     for _ in range(repeats):  # alternate the two, so that a busy spell on the machine hits both
         t_backbone = min(t_backbone, best_time(backbone_alone, 1, device))
         t_extract = min(t_extract, best_time(extraction, 1, device))
+    features = outputs[0].float().cpu()
+    deviation = (float(((features - reference).norm(dim=1) / reference.norm(dim=1).clamp(min=1e-12)).max())
+                 if reference is not None else 0.0)
     return {"arch": arch, "size": size, "T": window, "D": encoder.token_dim, "frames": frames,
             "features": encoder.feature_dim, "backbone_fps": frames / t_backbone, "extract_fps": frames / t_extract,
-            "ratio": t_backbone / t_extract}
+            "ratio": t_backbone / t_extract, "variant": variant, "deviation": deviation, "output": features}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,20 +128,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per column, alternated, best kept (default 3)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--variants", default="fp32",
+                        help="comma-separated: fp32, bf16, fp16 (autocast), channels_last (default fp32)")
     args = parser.parse_args(argv)
+    variants = args.variants.split(",")
+    unknown = set(variants) - {"fp32", "bf16", "fp16", "channels_last"}
+    if unknown:
+        parser.error(f"unknown variant(s): {', '.join(sorted(unknown))}")
+    if variants[0] != "fp32":
+        variants.insert(0, "fp32")  # the reference of the deviation column
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     settings = [s for s in DEFAULT_SETTINGS if args.arch in (None, s[0])]
     rows = []
     for arch, size, window, model, frames in settings:
-        rows.append(measure(arch, args.size or size, args.window or window, model, frames=args.frames or frames,
-                            chunk=args.chunk, repeats=args.repeats, device=device))
+        reference = None
+        for variant in variants:
+            row = measure(arch, args.size or size, args.window or window, model, frames=args.frames or frames,
+                          chunk=args.chunk, repeats=args.repeats, device=device, variant=variant, reference=reference)
+            reference = row["output"] if reference is None else reference
+            rows.append(row)
     where = f"{device}" + (f", {torch.get_num_threads()} threads" if device.type == "cpu" else "")
     print(f"Clip-encoder throughput, sampled frames/s ({where}; decoding excluded in both columns)")
-    header = ("arch", "size", "T", "D", "F", "frames", "backbone alone", "extraction", "ratio")
+    header = ("arch", "size", "T", "D", "F", "frames", "variant", "backbone alone", "extraction", "ratio",
+              "max deviation")
     lines = [header] + [(r["arch"], str(r["size"]), str(r["T"]), str(r["D"]), str(r["features"]), str(r["frames"]),
-                         f"{r['backbone_fps']:.1f}", f"{r['extract_fps']:.1f}", f"{r['ratio']:.2f}") for r in rows]
+                         r["variant"], f"{r['backbone_fps']:.1f}", f"{r['extract_fps']:.1f}", f"{r['ratio']:.2f}",
+                         f"{r['deviation']:.4f}") for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(cell.rjust(w) for cell, w in zip(line, widths)))

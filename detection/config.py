@@ -147,6 +147,10 @@ class EncoderConfig:
     videos_dir: str = "videos"
     keypoints_dir: str = "keypoints"
     device: str | None = None  # null: cuda when available
+    # autocast of the recognizer: auto (bf16 on GPUs that have it, fp16 on older ones, bf16 on CPUs
+    # with native bf16, else fp32), fp32, bf16 or fp16 (mmad.engine.precision)
+    precision: str = "auto"
+    channels_last: bool = False  # the backbone in channels-last memory format (benchmarks/extract_speed.py)
 
 
 @dataclass

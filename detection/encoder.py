@@ -62,6 +62,7 @@ from detection.features import (
     settings_mismatch,
 )
 from detection.timeline import encoder_step_frames
+from mmad.engine.precision import inference_autocast, resolve_precision
 from mmad.errors import ConfigError, DataError
 from recognition.backbone import TemporalShiftConv2d, TSMResNet
 from recognition.model import MicroDualNet
@@ -240,6 +241,10 @@ class ClipEncoder(nn.Module):
         window_batch: windows through the transformers at once.
         entity_tokens: append the K per-entity tokens (mean over the window) to each step.
         weights: which weights of the checkpoint the recognizer holds ("ema" or "model"; recorded only).
+        precision: autocast of the recognizer ("auto", "fp32", "bf16", "fp16"; see
+            :mod:`mmad.engine.precision`), decided for the device the encoder is on when it runs.
+        channels_last: keep the backbone's weights and activations in channels-last memory format
+            (same features; faster for some backbones and devices, see benchmarks/extract_speed.py).
     """
 
     def __init__(self, recognizer: MicroDualNet, *, window: int, stride_frames: int, image_size: int,
@@ -247,7 +252,8 @@ class ClipEncoder(nn.Module):
                  entity_names: Sequence[str] = ("head", "face", "left_hand", "right_hand", "torso", "lower_body"),
                  entity_box_mode: str = "keypoints", confidence_threshold: float = 0.3, box_padding: float = 0.1,
                  window_dilation: int = 1, chunk_frames: int = 64, window_batch: int = 64,
-                 entity_tokens: bool = False, weights: str = "model") -> None:
+                 entity_tokens: bool = False, weights: str = "model", precision: str = "fp32",
+                 channels_last: bool = False) -> None:
         super().__init__()
         if not isinstance(recognizer, MicroDualNet):
             raise ConfigError("the clip encoder needs a Micro-DualNet recognizer")
@@ -272,6 +278,11 @@ class ClipEncoder(nn.Module):
         self.window_batch = int(window_batch)
         self.entity_tokens = bool(entity_tokens)
         self.weights = str(weights)
+        resolve_precision(precision, "cpu")  # an unknown name is refused here, not mid-video
+        self.precision = precision
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if self.recognizer.backbone is not None:
+            self.recognizer.backbone.to(memory_format=self.memory_format)
         offsets = (torch.arange(self.window) - (self.window - 1) // 2) * self.window_dilation
         self.register_buffer("window_offsets", offsets, persistent=False)
 
@@ -295,7 +306,8 @@ class ClipEncoder(nn.Module):
                    box_padding=data.box_padding,
                    window_dilation=resolve_window_dilation(enc, data, source=checkpoint),
                    chunk_frames=enc.chunk_frames, entity_tokens=enc.entity_tokens,
-                   weights="ema" if use_ema and has_ema else "model").to(device)
+                   weights="ema" if use_ema and has_ema else "model", precision=enc.precision,
+                   channels_last=enc.channels_last).to(device)
 
     @property
     def settings(self) -> dict:
@@ -303,6 +315,11 @@ class ClipEncoder(nn.Module):
         return {"window": self.window, "window_dilation": self.window_dilation, "stride_frames": self.stride_frames,
                 "image_size": self.image_size, "resize_short_side": self.resize_short_side,
                 "entity_tokens": self.entity_tokens, "weights": self.weights}
+
+    @property
+    def autocast_precision(self) -> str:
+        """The precision the recognizer runs at on its current device: "fp32", "bf16" or "fp16"."""
+        return resolve_precision(self.precision, self.device)
 
     def step_times(self, num_steps: int, fps: float) -> np.ndarray:
         """Recorded time of each of ``num_steps`` steps: the mean time of its window's frames, (N,) seconds."""
@@ -416,6 +433,12 @@ class ClipEncoder(nn.Module):
 
     @torch.no_grad()
     def encode_chunks(self, chunks: Iterable[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Step features of one sequence of sampled frames given in consecutive chunks, under the
+        encoder's autocast (:attr:`autocast_precision`; the features come out float32)."""
+        with inference_autocast(self.device, self.autocast_precision):
+            return self._encode_chunks(chunks)
+
+    def _encode_chunks(self, chunks: Iterable[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """Step features of one sequence of sampled frames given in consecutive chunks.
 
         Args:
@@ -502,7 +525,8 @@ class ClipEncoder(nn.Module):
             if streams:
                 if frames is None or frames.shape[0] != n:
                     raise ValueError("an rgb recognizer needs frames (n, 3, S, S) with every chunk")
-                push_frames(frames.to(device, torch.float32), seen, final=False)
+                push_frames(frames.to(device, torch.float32).contiguous(memory_format=self.memory_format), seen,
+                            final=False)
             seen += n
             emit(final=False)
         if seen == 0:
@@ -764,7 +788,8 @@ def extract_features(cfg: DetectionConfig, recognizer: str | os.PathLike, *, sub
     videos_dir = cfg.data.resolve(cfg.encoder.videos_dir)
     keypoints_dir = cfg.data.resolve(cfg.encoder.keypoints_dir)
     started = time.perf_counter()
-    settings = encoder.settings
+    settings = encoder.settings  # the cache's identity; the precision is recorded beside it, not compared
+    log.info("extracting on %s at %s", encoder.device, encoder.autocast_precision)
     from mmad.progress import progress
 
     for position, video_id in enumerate(progress(mine, desc="extract", unit="video"), 1):
@@ -782,7 +807,7 @@ def extract_features(cfg: DetectionConfig, recognizer: str | os.PathLike, *, sub
             features, times = encoder.encode_video(video_path, keypoints_dir / video_id)
             save_features(cache, video_id, features, times=times, stride_frames=encoder.stride_frames, fps=info.fps,
                           encoder_hash=encoder_hash, duration=info.duration, num_frames=info.num_frames,
-                          encoder_settings=settings)
+                          encoder_settings={**settings, "precision": encoder.autocast_precision})
         except (KeyboardInterrupt, SystemExit, ConfigError):
             raise
         except Exception as e:  # one bad video never stops the run

@@ -33,6 +33,7 @@ from mmad.engine import (
     move_to_device,
     read_checkpoint,
 )
+from mmad.engine.precision import inference_autocast, resolve_precision
 from mmad.errors import ConfigError, DataError
 from mmad.types import ClipBatch
 from recognition.config import RecognitionConfig
@@ -149,16 +150,18 @@ def _mean_by_group(values: torch.Tensor, group: np.ndarray, num_groups: int) -> 
 
 @torch.no_grad()
 def collect_predictions(model: nn.Module, loader: Iterable[ClipBatch], *, device: torch.device,
-                        distributed: bool = False) -> Predictions:
+                        distributed: bool = False, precision: str = "fp32") -> Predictions:
     """Run ``model`` over ``loader`` (this rank's shard) and gather the per-record outputs of all ranks.
 
-    Rows of the same ``video_id`` (the views of one record) are averaged.
+    Rows of the same ``video_id`` (the views of one record) are averaged. ``precision`` is a resolved
+    autocast precision (``"fp32"``, ``"bf16"``, ``"fp16"``; :mod:`mmad.engine.precision`).
     """
     parts: dict[str, list] = {"scores": [], "labels": [], "body_labels": [], "body_scores": [], "routing": []}
     video_ids: list[str] = []
     for batch in loader:
         batch = move_to_device(batch, device)
-        out = model(batch)
+        with inference_autocast(device, precision):
+            out = model(batch)
         parts["scores"].append(torch.softmax(out.logits.float(), dim=-1).cpu())
         parts["labels"].append(batch.label.cpu())
         parts["body_labels"].append(batch.body_label.cpu())
@@ -312,8 +315,9 @@ def train(cfg: RecognitionConfig, *, resume: bool = False, device: str | None = 
 
 def predict(cfg: RecognitionConfig, checkpoint: str | Path, *, split: str | None = None,
             views: str | tuple[int, int] = (1, 1), device: str | None = None,
-            use_ema: bool = True) -> Predictions:
-    """Predictions of the weights in ``checkpoint`` on ``split`` (default: the test split)."""
+            use_ema: bool = True, precision: str = "auto") -> Predictions:
+    """Predictions of the weights in ``checkpoint`` on ``split`` (default: the test split), under
+    autocast at ``precision`` (``"auto"``: bf16 or fp16 on a GPU, fp32 on a CPU without native bf16)."""
     read_checkpoint(checkpoint, kind="recognition")  # a bad file is refused before the data is read
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dataset = build_dataset(cfg, split or cfg.data.test_split, train=False, views=parse_views(views))
@@ -325,7 +329,7 @@ def predict(cfg: RecognitionConfig, checkpoint: str | Path, *, split: str | None
     from mmad.progress import progress
 
     shown = progress(loader, desc=f"predict {split or cfg.data.test_split}", unit="batch")
-    return collect_predictions(model, shown, device=dev)
+    return collect_predictions(model, shown, device=dev, precision=resolve_precision(precision, dev))
 
 
 @dataclass
@@ -340,8 +344,9 @@ class EvaluationReport:
 
 def test(cfg: RecognitionConfig, checkpoint: str | Path, *, views: str | tuple[int, int] = (1, 1),
          submission: str | Path | None = None, split: str | None = None, out: str | Path | None = None,
-         device: str | None = None) -> EvaluationReport:
-    """Score ``checkpoint`` on a split and write the reports.
+         device: str | None = None, precision: str = "auto") -> EvaluationReport:
+    """Score ``checkpoint`` on a split (under autocast at ``precision``, see :func:`predict`) and write
+    the reports.
 
     Writes into ``out`` (default: the checkpoint's folder) ``metrics_{split}.json``,
     ``per_class_{split}.csv``, ``confusion_{split}.csv`` and ``confusion_{split}.png`` when the
@@ -354,7 +359,7 @@ def test(cfg: RecognitionConfig, checkpoint: str | Path, *, views: str | tuple[i
     from eval.report import format_recognition_table, save_confusion_heatmap
 
     split = split or cfg.data.test_split
-    pred = predict(cfg, checkpoint, split=split, views=views, device=device)
+    pred = predict(cfg, checkpoint, split=split, views=views, device=device, precision=precision)
     out_dir = Path(out) if out is not None else Path(checkpoint).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}

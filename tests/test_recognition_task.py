@@ -143,3 +143,20 @@ def test_parse_views():
     for bad in ("3", "0x1", "ax2"):
         with pytest.raises(ConfigError):
             parse_views(bad)
+
+
+def test_bf16_test_scores_match_fp32_within_tolerance():
+    """Testing under bf16 autocast: the model does run in bf16, and the softmax scores of a real
+    Micro-DualNet stay within 0.02 of fp32 with the same ranking of the top class."""
+    task = RecognitionTask(tiny_cfg())
+    model = task.build_model().eval()
+    loader = [random_batch(seed=s) for s in range(3)]
+    fp32 = collect_predictions(model, loader, device=torch.device("cpu"), precision="fp32")
+    seen = []
+    handle = model.classifier.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    bf16 = collect_predictions(model, loader, device=torch.device("cpu"), precision="bf16")
+    handle.remove()
+    assert seen and all(d == torch.bfloat16 for d in seen)
+    assert bf16.scores.dtype == fp32.scores.dtype
+    np.testing.assert_allclose(bf16.scores, fp32.scores, atol=0.02)
+    assert (bf16.scores.argmax(1) == fp32.scores.argmax(1)).all()

@@ -109,6 +109,15 @@ def add_device_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
 
 
+def add_precision_flag(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """``--precision``: the autocast the model runs under (mmad.engine.precision)."""
+    from mmad.engine.precision import PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default=default,
+                   help="autocast: auto (bf16 on GPUs that have it, else fp16; bf16 on CPUs with native "
+                        f"bf16, else fp32), fp32, bf16 or fp16 (default {default or 'encoder.precision'})")
+
+
 def run_overrides(args) -> list[str]:
     """Turn the common flags into config overrides (--data/--out/--epochs first, then --set).
 

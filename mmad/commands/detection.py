@@ -22,6 +22,7 @@ from mmad.commands import (
     add_config_flags,
     add_deprecated,
     add_device_flag,
+    add_precision_flag,
     add_group,
     add_run_flags,
     add_split_flag,
@@ -56,6 +57,7 @@ def register(subparsers) -> None:
     where.add_argument("--in-dataset", action="store_true",
                        help="write the features into DATA/features (the dataset folder)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: encoder.device, else cuda when available)")
+    add_precision_flag(p, default=None)
     p.set_defaults(func=run_extract)
 
     p = sub.add_parser(
@@ -136,6 +138,8 @@ def run_extract(args) -> int:
         cfg.data.feature_dir = str(Path(args.out).resolve())
     elif args.in_dataset:
         cfg.data.feature_dir = str(Path(cfg.data.root, "features").resolve())
+    if args.precision:
+        cfg.encoder.precision = args.precision
     report = extract_features(cfg, args.checkpoint, subset=args.split, device=args.device)
     print(report.summary())
     if cfg.model.feature_dim is not None and report.feature_dim != cfg.model.feature_dim:

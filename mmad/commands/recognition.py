@@ -22,6 +22,7 @@ from mmad.commands import (
     add_config_flags,
     add_deprecated,
     add_device_flag,
+    add_precision_flag,
     add_group,
     add_run_flags,
     add_split_flag,
@@ -62,6 +63,7 @@ def register(subparsers) -> None:
     add_deprecated(p, "--submission", "--pred", metavar="CSV")
     p.add_argument("--out", metavar="DIR", help="folder for the reports (default: the checkpoint's folder)")
     add_device_flag(p)
+    add_precision_flag(p)
     p.set_defaults(func=run_test)
 
     p = sub.add_parser(
@@ -131,7 +133,7 @@ def run_test(args) -> int:
 
     cfg = _load(args, args.checkpoint)
     report = test(cfg, args.checkpoint, views=args.views, submission=args.pred, split=args.split,
-                  out=args.out, device=args.device)
+                  out=args.out, device=args.device, precision=args.precision)
     if report.table is not None:
         print(report.table)
     else:
