@@ -14,9 +14,8 @@ import os
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from detection.predict import detect_video, load_detector
+from detection.predict import detect_video, load_detection_models
 
 
 class Detector:
@@ -28,18 +27,11 @@ class Detector:
     """
 
     def __init__(self, recognizer: str | os.PathLike, detector: str | os.PathLike, *, device: str | None = None):
-        from detection.encoder import load_recognizer
-        from detection.features import checkpoint_hash
-        from mmad.errors import ConfigError
-
         self.recognizer, self.detector = Path(recognizer), Path(detector)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        _, self.cfg = load_detector(self.detector, device="cpu")
-        load_recognizer(self.recognizer, device="cpu")  # a readable recognition checkpoint, or a DataError
-        expected = self.cfg.data.encoder_hash
-        if expected and checkpoint_hash(self.recognizer) != expected:
-            raise ConfigError(f"{self.detector} was trained on features of encoder {expected}, but "
-                              f"{self.recognizer} hashes to {checkpoint_hash(self.recognizer)}")
+        # loaded once (the head, its config, the clip encoder), checked to belong together
+        self._models = load_detection_models(self.recognizer, self.detector, device=device)
+        self.cfg = self._models.cfg
+        self.device = str(self._models.device)
 
     @classmethod
     def from_checkpoints(cls, recognizer: str | os.PathLike, detector: str | os.PathLike, *,
@@ -58,6 +50,5 @@ class Detector:
             DataFrame with columns video_id, t_start, t_end (seconds), label (class id),
             class_name, body_group and score.
         """
-        result = detect_video(video, recognizer=self.recognizer, detector=self.detector, keypoints=keypoints,
-                              device=self.device)
+        result = detect_video(video, keypoints=keypoints, models=self._models)
         return result.detections

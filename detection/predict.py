@@ -40,6 +40,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -302,11 +303,32 @@ def check_keypoint_track(track, info, video: Path) -> list[str]:
     return warnings
 
 
-def detect_video(video: str | os.PathLike, *, recognizer: str | os.PathLike, detector: str | os.PathLike,
+@dataclass
+class DetectionModels:
+    """The temporal head, its config and the clip encoder it was trained on, loaded once for many videos."""
+
+    model: torch.nn.Module
+    cfg: DetectionConfig
+    encoder: Any
+    device: torch.device
+
+
+def load_detection_models(recognizer: str | os.PathLike, detector: str | os.PathLike, *,
+                          device: str | None = None) -> DetectionModels:
+    """Load the detector and build its encoder from ``recognizer`` (checked to be the one it was trained on)."""
+    run_device = resolve_device(device)
+    model, cfg = load_detector(detector, device=run_device)
+    encoder = build_encoder(recognizer, cfg, device=run_device, detector=detector)
+    return DetectionModels(model=model, cfg=cfg, encoder=encoder, device=run_device)
+
+
+def detect_video(video: str | os.PathLike, *, recognizer: str | os.PathLike | None = None,
+                 detector: str | os.PathLike | None = None,
                  keypoints: str | os.PathLike | None = None, device: str | None = None,
                  score_threshold: float | None = None, max_detections: int | None = None, strict: bool = False,
                  estimator: Callable | None = None, progress: bool = False,
-                 on_warning: Callable[[str], None] | None = None) -> VideoDetections:
+                 on_warning: Callable[[str], None] | None = None,
+                 models: DetectionModels | None = None) -> VideoDetections:
     """Detect micro-actions in one video.
 
     Args:
@@ -325,6 +347,8 @@ def detect_video(video: str | os.PathLike, *, recognizer: str | os.PathLike, det
         estimator: ``frame (H, W, 3) uint8 RGB -> (33, 4) MediaPipe landmarks or None`` (default MediaPipe).
         progress: show a progress bar with ETA on stderr.
         on_warning: called with each warning line as it arises (they are also in the report).
+        models: :func:`load_detection_models` made already (then ``recognizer``, ``detector`` and
+            ``device`` are not read again).
 
     Returns:
         :class:`VideoDetections` in seconds, with its :class:`DetectReport`.
@@ -358,9 +382,11 @@ def detect_video(video: str | os.PathLike, *, recognizer: str | os.PathLike, det
             load_mediapipe_pose()
         except PoseExtraNotInstalled:
             raise DataError(video, NO_KEYPOINTS_HINT) from None
-    run_device = resolve_device(device)
-    model, cfg = load_detector(detector, device=run_device)
-    encoder = build_encoder(recognizer, cfg, device=run_device, detector=detector)
+    if models is None:
+        if recognizer is None or detector is None:
+            raise ConfigError("detect_video needs the recognizer and detector checkpoints (or loaded models)")
+        models = load_detection_models(recognizer, detector, device=device)
+    model, cfg, encoder, run_device = models.model, models.cfg, models.encoder, models.device
     layout = encoder.keypoint_layout
     num_joints = get_layout(layout).num_joints
     track = None
