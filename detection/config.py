@@ -73,7 +73,9 @@ class HeadConfig:
     class_aware_regression: bool = True
     regression_ranges: list[tuple[float, float]] = field(default_factory=list)
     prior_prob: float = 0.01
-    level_layers: str = "transformer"  # or "none": the pyramid by max-pooling alone (TemporalMaxer)
+    # or "none": the pyramid by max-pooling alone (TemporalMaxer); "sgp": every attention layer (stem
+    # and levels) replaced by TriDet's scalable-granularity perception layer
+    level_layers: str = "transformer"
     fpn_fusion: bool = False  # add each coarser level, upsampled, to the finer one
     boundary_head: str = "distance"  # or "trident": distances as expectations over num_bins + 1 candidates
     num_bins: int = 16  # trident: the longest distance, in steps of each level
@@ -82,8 +84,8 @@ class HeadConfig:
     def __post_init__(self) -> None:
         if self.num_levels < 1:
             raise ValueError(f"num_levels must be >= 1, got {self.num_levels}")
-        if self.level_layers not in ("transformer", "none"):
-            raise ValueError(f"level_layers must be 'transformer' or 'none', got {self.level_layers!r}")
+        if self.level_layers not in ("transformer", "none", "sgp"):
+            raise ValueError(f"level_layers must be 'transformer', 'none' or 'sgp', got {self.level_layers!r}")
         if self.boundary_head not in ("distance", "trident"):
             raise ValueError(f"boundary_head must be 'distance' or 'trident', got {self.boundary_head!r}")
         if self.regression_ranges and len(self.regression_ranges) != self.num_levels:

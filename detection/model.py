@@ -10,6 +10,8 @@ units of the level's stride), optionally one pair per class (class-aware regress
 
 Switches (all off by default, each measured in the README's "Detection head" section):
 ``level_layers="none"`` builds the pyramid by max-pooling alone (TemporalMaxer);
+``level_layers="sgp"`` replaces every attention layer (stem and levels) by TriDet's
+scalable-granularity perception layer (:class:`SGPLayer`);
 ``fpn_fusion`` adds each coarser level, upsampled, to the finer one (top-down multi-scale fusion);
 ``boundary_head="trident"`` replaces the direct distances by TriDet's boundary modelling: each
 distance is the expectation of a distribution over ``num_bins + 1`` candidate distances whose
@@ -39,11 +41,13 @@ class MaskedConv1d(nn.Module):
     Shapes: ``x`` (B, C_in, N), ``mask`` (B, N) bool -> (B, C_out, N).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int = 3, bias: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int = 3, bias: bool = True,
+                 groups: int = 1):
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias,
+                              groups=groups)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         keep = mask[:, None, :].to(x.dtype)
@@ -116,6 +120,46 @@ class LocalTransformerLayer(nn.Module):
         return x + self.mlp(self.norm_mlp(x)) * keep
 
 
+class SGPLayer(nn.Module):
+    """Scalable-granularity perception (TriDet): a convolutional stand-in for local self-attention.
+
+    Self-attention over a video's steps tends to make neighbouring features alike; SGP keeps them
+    distinct with two branches on the normalised input ``h``:
+
+    - instant level: ``fc(h) * relu(context(mean of h over the real steps))``, each step's own
+      projection gated by one video-level vector;
+    - window level: ``(dw_short(h) + dw_long(h)) * dw_gate(h)``, depthwise convolutions over a short
+      (``short_kernel``) and a long (``long_kernel``) window, gated per channel.
+
+    Their sum is added to the input (residual), then a pointwise MLP as in the transformer layer.
+    Shapes: ``x`` (B, C, N), ``mask`` (B, N) -> (B, C, N) (zero on padded steps).
+    """
+
+    def __init__(self, dim: int, *, short_kernel: int = 3, long_kernel: int = 17, mlp_ratio: float = 4.0,
+                 dropout: float = 0.0):
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.norm = ChannelLayerNorm(dim)
+        self.instant = nn.Conv1d(dim, dim, 1)
+        self.context = nn.Conv1d(dim, dim, 1)
+        self.short = MaskedConv1d(dim, dim, kernel_size=short_kernel, groups=dim)
+        self.long = MaskedConv1d(dim, dim, kernel_size=long_kernel, groups=dim)
+        self.gate = MaskedConv1d(dim, dim, kernel_size=short_kernel, groups=dim)
+        self.drop = nn.Dropout(dropout)
+        self.norm_mlp = ChannelLayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Conv1d(dim, hidden, 1), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Conv1d(hidden, dim, 1), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        keep = mask[:, None, :].to(x.dtype)
+        h = self.norm(x) * keep
+        mean = h.sum(dim=-1, keepdim=True) / keep.sum(dim=-1, keepdim=True).clamp(min=1.0)  # (B, C, 1)
+        instant = self.instant(h) * F.relu(self.context(mean))
+        window = (self.short(h, mask) + self.long(h, mask)) * self.gate(h, mask)
+        x = x + self.drop(instant + window) * keep
+        return x + self.mlp(self.norm_mlp(x)) * keep
+
+
 def masked_downsample(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Halve the time axis by max-pooling (kernel 3, stride 2) over real steps only.
 
@@ -139,8 +183,8 @@ class TemporalEncoder(nn.Module):
                  dropout: float = 0.0, input_dropout: float = 0.0, level_layers: str = "transformer",
                  fpn_fusion: bool = False):
         super().__init__()
-        if level_layers not in ("transformer", "none"):
-            raise ValueError(f"level_layers must be 'transformer' or 'none', got {level_layers!r}")
+        if level_layers not in ("transformer", "none", "sgp"):
+            raise ValueError(f"level_layers must be 'transformer', 'none' or 'sgp', got {level_layers!r}")
         self.fpn_fusion = fpn_fusion
         self.input_drop = nn.Dropout(input_dropout)
         self.embed = nn.ModuleList(
@@ -148,12 +192,15 @@ class TemporalEncoder(nn.Module):
              for i in range(num_embed_convs)])
         self.embed_norms = nn.ModuleList([ChannelLayerNorm(embed_dim) for _ in range(num_embed_convs)])
 
-        def layer() -> LocalTransformerLayer:
+        def layer() -> nn.Module:
+            if level_layers == "sgp":  # short window 3, long window about twice the attention window
+                return SGPLayer(embed_dim, short_kernel=3, long_kernel=2 * window_size - 1, mlp_ratio=mlp_ratio,
+                                dropout=dropout)
             return LocalTransformerLayer(embed_dim, num_heads=num_heads, window_size=window_size,
                                          mlp_ratio=mlp_ratio, dropout=dropout)
 
         self.stem = nn.ModuleList([layer() for _ in range(num_stem_layers)])
-        self.levels = nn.ModuleList([layer() if level_layers == "transformer" else nn.Identity()
+        self.levels = nn.ModuleList([nn.Identity() if level_layers == "none" else layer()
                                      for _ in range(num_levels - 1)])
         self.level_norms = nn.ModuleList([ChannelLayerNorm(embed_dim) for _ in range(num_levels)])
 

@@ -4,7 +4,7 @@ import torch
 
 from detection.assign import assign_targets
 from detection.losses import detection_loss
-from detection.model import LocalSelfAttention, TemporalDetector, TridentBoundaries, masked_downsample
+from detection.model import LocalSelfAttention, SGPLayer, TemporalDetector, TridentBoundaries, masked_downsample
 from detection.postprocess import postprocess_detections
 from detection.timeline import Timeline
 
@@ -29,7 +29,7 @@ def test_output_shapes_and_non_negative_offsets(class_aware):
     assert out.segments().shape == out.offsets.shape
 
 
-SWITCHES = [dict(), dict(level_layers="none", fpn_fusion=True),
+SWITCHES = [dict(), dict(level_layers="none", fpn_fusion=True), dict(level_layers="sgp"),
             dict(boundary_head="trident", num_bins=4, quality_head=True),
             dict(boundary_head="trident", num_bins=3, class_aware_regression=False, quality_head=True)]
 
@@ -76,6 +76,28 @@ def test_local_attention_sees_only_its_window():
     with torch.no_grad():
         diff = (attention(x, mask) - attention(changed, mask)).abs().sum(dim=1)[0]
     assert torch.all(diff[:13] == 0) and torch.all(diff[13:18] > 0) and torch.all(diff[18:] == 0)
+
+
+def test_sgp_layer_sees_its_long_window_and_the_whole_video_through_its_context():
+    torch.manual_seed(0)
+    layer = SGPLayer(8, short_kernel=3, long_kernel=7).eval()
+    with torch.no_grad():
+        layer.context.bias.fill_(1.0)  # the gate open, so that its change shows
+    x = torch.randn(1, 8, 30)
+    mask = torch.ones(1, 30, dtype=torch.bool)
+    changed = x.clone()
+    changed[:, 2, 15] += 5.0  # one channel (a change of every channel alike would vanish in the norm)
+
+    def reach() -> torch.Tensor:
+        with torch.no_grad():
+            return (layer(x, mask) - layer(changed, mask)).abs().sum(dim=1)[0] > 1e-4
+
+    assert reach().all()  # the video-level context (a mean over every real step) gates every step
+    with torch.no_grad():
+        layer.instant.weight.zero_()
+        layer.instant.bias.zero_()
+    local = reach()
+    assert local[12:19].all() and not local[:12].any() and not local[19:].any()  # 15 +- long_kernel // 2
 
 
 def test_masked_downsample_uses_real_steps_only():
