@@ -65,6 +65,12 @@ def _write_error(path: Path, error: OSError) -> Exception:
     return error
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it back at once
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, *, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``.
@@ -91,6 +97,8 @@ def atomic_path(path: str | os.PathLike, *, durable: bool = False) -> Iterator[P
         if durable:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
+        if tmp.exists():  # mkstemp makes it owner-only; give it the mode a plain open() would
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)

@@ -29,3 +29,18 @@ def test_temporary_path_keeps_the_suffix_and_lives_beside_the_target(tmp_path):
         assert tmp.parent == tmp_path and tmp.suffix == ".mp4" and tmp.name.startswith(".clip.mp4.")
         tmp.write_bytes(b"x")
     assert target.read_bytes() == b"x" and not tmp.exists()
+
+
+def test_written_files_get_the_mode_of_a_plain_open(tmp_path):
+    """Not mkstemp's owner-only 0600: features and checkpoints are shared with a group on clusters."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "a.json", "{}")
+        plain = tmp_path / "b.json"
+        plain.write_text("{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
