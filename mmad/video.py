@@ -223,7 +223,7 @@ def step_indices(num_frames: int, stride: int) -> np.ndarray:
 # --------------------------------------------------------------------------- decoding
 
 
-def _resized_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+def resized_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
     """(width, height) after scaling so that the shorter side is ``short_side`` (unchanged when None)."""
     if short_side is None:
         return width, height
@@ -302,11 +302,7 @@ def read_frames(path: str | os.PathLike, indices, *, size: int | None = None) ->
         DataError: the file is missing/unreadable, or no frame could be decoded.
     """
     path = Path(path)
-    wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if wanted.size == 0:
-        raise ValueError("read_frames needs at least one index")
-    if wanted.min() < 0:
-        raise ValueError(f"frame indices must be >= 0, got {int(wanted.min())}")
+    wanted = _check_indices(indices)
     needed = set(wanted.tolist())
     last_needed = int(wanted.max())
     kept: dict[int, np.ndarray] = {}
@@ -318,7 +314,7 @@ def read_frames(path: str | os.PathLike, indices, *, size: int | None = None) ->
         for index, frame in enumerate(_decoded_frames(container, path)):
             if native is None:
                 native = _upright_size(stream, frame)
-                out_size = _resized_size(*native, size)
+                out_size = resized_size(*native, size)
             if index in needed or index == last_needed:
                 kept[index] = _to_rgb(frame, out_size, native)
             last_frame = (index, frame)
@@ -332,6 +328,94 @@ def read_frames(path: str | os.PathLike, indices, *, size: int | None = None) ->
     if last_index not in kept:
         kept[last_index] = _to_rgb(frame, out_size, native)
     return np.stack([kept[i] if i in kept else kept[last_index] for i in wanted.tolist()])
+
+
+def _check_indices(indices) -> np.ndarray:
+    wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if wanted.size == 0:
+        raise ValueError("reading frames needs at least one index")
+    if wanted.min() < 0:
+        raise ValueError(f"frame indices must be >= 0, got {int(wanted.min())}")
+    return wanted
+
+
+def seek_frames(
+    path: str | os.PathLike,
+    indices,
+    *,
+    keyframe_interval: int,
+    frame_size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Decode the frames at ``indices`` of a constant-frame-rate video by seeking to keyframes.
+
+    For each wanted frame (in increasing order) the decoder jumps to the keyframe before it when
+    that keyframe lies ahead of the decoder's position, and otherwise decodes on; so only the
+    frames between a wanted frame and the keyframe before it are decoded, and only wanted frames
+    are converted. A frame's index is read from its presentation time (``(pts - start) x
+    time_base x fps``), which needs a constant frame rate: the videos :func:`write_video` writes
+    with ``keyframe_interval`` (``mmad data prepare`` makes them). ``keyframe_interval`` only
+    decides when a seek pays; a wrong value costs time, never correctness. An index past the end
+    gets the last frame, as in :func:`read_frames`.
+
+    Args:
+        indices: (T,) non-negative frame indices, any order, repeats allowed.
+        keyframe_interval: frames from one keyframe to the next.
+        frame_size: (W, H) of the returned frames (default: the video's own size).
+
+    Returns:
+        (T, H, W, 3) uint8 RGB, row ``t`` the frame at ``indices[t]``.
+
+    Raises:
+        DataError: the file is missing or unreadable, no frame could be decoded, or the frame
+            times are not those of a constant-frame-rate video.
+    """
+    import av
+
+    path = Path(path)
+    wanted = _check_indices(indices)
+    if keyframe_interval < 1:
+        raise ValueError(f"keyframe_interval must be >= 1, got {keyframe_interval}")
+    kept: dict[int, np.ndarray] = {}
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        fps = _stream_fps(stream)
+        if fps is None or stream.time_base is None:
+            raise DataError(path, "the video stream has no frame rate or time base")
+        time_base, start = stream.time_base, stream.start_time or 0
+        position = 0  # index of the next frame the decoder gives
+        frames = None
+        last = None
+        for target in sorted(set(wanted.tolist())):
+            keyframe = target - target % keyframe_interval
+            if frames is None or keyframe > position or target < position:
+                container.seek(start + int(round(keyframe / fps / time_base)), stream=stream, backward=True)
+                frames = container.decode(stream)
+            try:
+                for frame in frames:
+                    if frame.pts is None:
+                        raise DataError(path, "a frame has no presentation time; cannot seek in this video")
+                    index = int(round(float((frame.pts - start) * time_base) * fps))
+                    position, last = index + 1, frame
+                    if index >= target:
+                        break
+                else:
+                    frames = None
+            except av.error.FFmpegError as exc:
+                raise DataError(path, f"decoding failed near frame {target} ({exc.__class__.__name__})") from None
+            if last is None:
+                raise DataError(path, "no frame could be decoded")
+            if index > target and frames is not None:
+                raise DataError(path, f"frame {target} not found (the next frame is {index}); the frame rate is "
+                                      "not constant")
+            upright = _upright_size(stream, last)
+            kept[target] = _to_rgb(last, tuple(frame_size) if frame_size is not None else upright, upright)
+            if frames is None:  # the stream ended: later targets get the last frame too
+                break
+    finally:
+        container.close()
+    last_kept = kept[max(kept)]
+    return np.stack([kept.get(i, last_kept) for i in wanted.tolist()])
 
 
 def iter_frames(
@@ -368,9 +452,11 @@ class DecodedFrame:
         self._native = native
         self.fps = fps  # of the stream
 
-    def rgb(self, size: int | None = None) -> np.ndarray:
-        """(H, W, 3) uint8 RGB, upright, the shorter side ``size`` when given (else the native size)."""
-        return _to_rgb(self._frame, _resized_size(*self._native, size), self._native)
+    def rgb(self, size: int | None = None, *, frame_size: tuple[int, int] | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 RGB, upright, the shorter side ``size`` when given (else the native size);
+        ``frame_size`` (W, H) sets the exact upright output size instead."""
+        out_size = tuple(frame_size) if frame_size is not None else resized_size(*self._native, size)
+        return _to_rgb(self._frame, out_size, self._native)
 
 
 def iter_decoded(
@@ -416,12 +502,20 @@ def iter_decoded(
 
 
 def write_video(
-    path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, *, crf: int = 23, rotation: int = 0
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: float,
+    *,
+    crf: int = 23,
+    rotation: int = 0,
+    keyframe_interval: int | None = None,
 ) -> Path:
     """Encode ``frames`` ((H, W, 3) uint8 RGB each, H and W even) as H.264 yuv420p at ``fps``.
 
     ``rotation`` (counter-clockwise degrees) is stored as display metadata, as a phone does for a
-    portrait video: the frames are stored as given and shown turned.
+    portrait video: the frames are stored as given and shown turned. ``keyframe_interval`` (frames)
+    puts a keyframe exactly every that many frames, without B-frames and tuned for fast decoding,
+    so that :func:`seek_frames` decodes few frames (default: the encoder's choice).
 
     Writes to a temporary file beside ``path`` and renames it into place, so a reader never sees a
     half-written video. The container format follows the suffix (``.mp4``). Encoding is single
@@ -437,11 +531,12 @@ def write_video(
         raise ValueError(f"fps must be > 0, got {fps}")
     rate = Fraction(fps).limit_denominator(1001)
     with atomic_path(path) as tmp:
-        _encode_frames(av.open(str(tmp), mode="w"), frames, rate, crf, rotation)
+        _encode_frames(av.open(str(tmp), mode="w"), frames, rate, crf, rotation, keyframe_interval)
     return path
 
 
-def _encode_frames(container, frames: Iterable[np.ndarray], rate: Fraction, crf: int, rotation: int = 0) -> None:
+def _encode_frames(container, frames: Iterable[np.ndarray], rate: Fraction, crf: int, rotation: int = 0,
+                   keyframe_interval: int | None = None) -> None:
     """Encode ``frames`` into an open PyAV output ``container`` and close it (see :func:`write_video`)."""
     import av
 
@@ -460,6 +555,9 @@ def _encode_frames(container, frames: Iterable[np.ndarray], rate: Fraction, crf:
                 stream.width, stream.height = width, height
                 stream.pix_fmt = "yuv420p"
                 stream.options = {"crf": str(int(crf)), "preset": "veryfast", "threads": "1"}
+                if keyframe_interval is not None:
+                    gop = str(int(keyframe_interval))
+                    stream.options.update(g=gop, keyint_min=gop, sc_threshold="0", bf="0", tune="fastdecode")
                 stream.codec_context.time_base = 1 / rate
                 if rotation % 360:
                     stream.set_display_rotation(rotation % 360)
