@@ -235,15 +235,19 @@ def resized_size(width: int, height: int, short_side: int | None) -> tuple[int, 
     return max(1, int(round(width * scale))), short_side
 
 
-def _to_rgb(frame, out_size: tuple[int, int], native: tuple[int, int]) -> np.ndarray:
+def _to_rgb(frame, out_size: tuple[int, int], native: tuple[int, int], reformatter=None) -> np.ndarray:
     """(H, W, 3) uint8 RGB of a decoded frame, upright, of the upright size ``out_size`` (W, H).
 
     ``native`` is the upright size of the stream; frames carrying a display rotation are converted
-    at their coded size and then turned.
+    at their coded size and then turned. ``reformatter`` (a PyAV ``VideoReformatter``) keeps the
+    scaler of the previous frame when the sizes repeat: the same pixels, without setting up a
+    new scaler for every frame.
     """
     rotation = _frame_rotation(frame)
     coded = out_size if rotation in (0, 180) else (out_size[1], out_size[0])
-    if out_size == native:
+    if reformatter is not None:
+        array = reformatter.reformat(frame, format="rgb24", width=coded[0], height=coded[1]).to_ndarray()
+    elif out_size == native:
         array = frame.to_ndarray(format="rgb24")
     else:
         array = frame.to_ndarray(format="rgb24", width=coded[0], height=coded[1])
@@ -305,8 +309,11 @@ def read_frames(path: str | os.PathLike, indices, *, size: int | None = None) ->
     wanted = _check_indices(indices)
     needed = set(wanted.tolist())
     last_needed = int(wanted.max())
+    from av.video.reformatter import VideoReformatter
+
     kept: dict[int, np.ndarray] = {}
     last_frame = None
+    reformatter = VideoReformatter()
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -316,7 +323,7 @@ def read_frames(path: str | os.PathLike, indices, *, size: int | None = None) ->
                 native = _upright_size(stream, frame)
                 out_size = resized_size(*native, size)
             if index in needed or index == last_needed:
-                kept[index] = _to_rgb(frame, out_size, native)
+                kept[index] = _to_rgb(frame, out_size, native, reformatter)
             last_frame = (index, frame)
             if index >= last_needed:
                 break
@@ -326,7 +333,7 @@ def read_frames(path: str | os.PathLike, indices, *, size: int | None = None) ->
         raise DataError(path, "no frame could be decoded")
     last_index, frame = last_frame
     if last_index not in kept:
-        kept[last_index] = _to_rgb(frame, out_size, native)
+        kept[last_index] = _to_rgb(frame, out_size, native, reformatter)
     return np.stack([kept[i] if i in kept else kept[last_index] for i in wanted.tolist()])
 
 
@@ -339,83 +346,88 @@ def _check_indices(indices) -> np.ndarray:
     return wanted
 
 
-def seek_frames(
-    path: str | os.PathLike,
-    indices,
-    *,
-    keyframe_interval: int,
-    frame_size: tuple[int, int] | None = None,
-) -> np.ndarray:
-    """Decode the frames at ``indices`` of a constant-frame-rate video by seeking to keyframes.
+def seek_frames(path: str | os.PathLike, indices, *, frame_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode the frames at ``indices`` of a video without B-frames, from the nearest keyframes only.
 
-    For each wanted frame (in increasing order) the decoder jumps to the keyframe before it when
-    that keyframe lies ahead of the decoder's position, and otherwise decodes on; so only the
-    frames between a wanted frame and the keyframe before it are decoded, and only wanted frames
-    are converted. A frame's index is read from its presentation time (``(pts - start) x
-    time_base x fps``), which needs a constant frame rate: the videos :func:`write_video` writes
-    with ``keyframe_interval`` (``mmad data prepare`` makes them). ``keyframe_interval`` only
-    decides when a seek pays; a wrong value costs time, never correctness. An index past the end
-    gets the last frame, as in :func:`read_frames`.
+    The packets are read in order without decoding them; when a wanted frame's packet arrives,
+    the packets from the last keyframe up to it (or from the previous decoded frame, when no
+    keyframe lies between) are decoded, and only the wanted frames are converted. With a keyframe
+    every few frames (the videos :func:`write_video` writes with ``keyframe_interval``, as
+    ``mmad data prepare`` makes them) few frames besides the wanted ones are decoded. A frame's
+    index is read from its presentation time (``(pts - start) x time_base x fps``), so the frame
+    rate must be constant. An index past the end gets the last frame, as in :func:`read_frames`.
 
     Args:
         indices: (T,) non-negative frame indices, any order, repeats allowed.
-        keyframe_interval: frames from one keyframe to the next.
-        frame_size: (W, H) of the returned frames (default: the video's own size).
+        frame_size: (W, H) of the returned frames (default: the video's own upright size).
 
     Returns:
         (T, H, W, 3) uint8 RGB, row ``t`` the frame at ``indices[t]``.
 
     Raises:
-        DataError: the file is missing or unreadable, no frame could be decoded, or the frame
-            times are not those of a constant-frame-rate video.
+        DataError: the file is missing or unreadable, a wanted frame cannot be decoded, or the
+            packets are not in presentation order (B-frames).
     """
     import av
+    from av.video.reformatter import VideoReformatter
 
     path = Path(path)
     wanted = _check_indices(indices)
-    if keyframe_interval < 1:
-        raise ValueError(f"keyframe_interval must be >= 1, got {keyframe_interval}")
+    needed = set(wanted.tolist())
+    last_needed = int(wanted.max())
     kept: dict[int, np.ndarray] = {}
+    reformatter = VideoReformatter()
     container = _open(path)
     try:
         stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
         fps = _stream_fps(stream)
         if fps is None or stream.time_base is None:
             raise DataError(path, "the video stream has no frame rate or time base")
         time_base, start = stream.time_base, stream.start_time or 0
-        position = 0  # index of the next frame the decoder gives
-        frames = None
-        last = None
-        for target in sorted(set(wanted.tolist())):
-            keyframe = target - target % keyframe_interval
-            if frames is None or keyframe > position or target < position:
-                container.seek(start + int(round(keyframe / fps / time_base)), stream=stream, backward=True)
-                frames = container.decode(stream)
-            try:
-                for frame in frames:
-                    if frame.pts is None:
-                        raise DataError(path, "a frame has no presentation time; cannot seek in this video")
-                    index = int(round(float((frame.pts - start) * time_base) * fps))
-                    position, last = index + 1, frame
-                    if index >= target:
-                        break
-                else:
-                    frames = None
-            except av.error.FFmpegError as exc:
-                raise DataError(path, f"decoding failed near frame {target} ({exc.__class__.__name__})") from None
-            if last is None:
-                raise DataError(path, "no frame could be decoded")
-            if index > target and frames is not None:
-                raise DataError(path, f"frame {target} not found (the next frame is {index}); the frame rate is "
-                                      "not constant")
-            upright = _upright_size(stream, last)
-            kept[target] = _to_rgb(last, tuple(frame_size) if frame_size is not None else upright, upright)
-            if frames is None:  # the stream ended: later targets get the last frame too
-                break
+
+        def keep(packets: list, index: int) -> None:
+            frame = None
+            for packet in packets:
+                decoded = stream.codec_context.decode(packet)
+                frame = decoded[-1] if decoded else frame
+            if frame is None:
+                raise DataError(path, f"frame {index} could not be decoded from its keyframe")
+            upright = _upright_size(stream, frame)
+            kept[index] = _to_rgb(frame, tuple(frame_size) if frame_size is not None else upright, upright,
+                                  reformatter)
+
+        pending: list = []  # packets since the last keyframe or the last decoded frame, not decoded yet
+        index = -1
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is None or packet.size == 0:
+                    continue
+                previous, index = index, int(round(float((packet.pts - start) * time_base) * fps))
+                if index <= previous:
+                    raise DataError(path, "packets out of presentation order (B-frames); read it from the start")
+                if packet.is_keyframe:
+                    pending = []
+                pending.append(packet)
+                if index in needed:
+                    keep(pending, index)
+                    pending = []
+                if index >= last_needed:
+                    break
+            if last_needed > index >= 0:  # wanted frames past the end: the last frame
+                if index not in kept:
+                    keep(pending, index)
+                last_kept = kept[index]
+                kept.update({i: last_kept for i in needed if i > index})
+        except av.error.FFmpegError as exc:
+            raise DataError(path, f"decoding failed near frame {index} ({exc.__class__.__name__})") from None
+        missing = needed - kept.keys()
+        if missing:
+            raise DataError(path, f"no frame {min(missing)} (the frame rate is not constant)" if index >= 0
+                            else "no frame could be decoded")
     finally:
         container.close()
-    last_kept = kept[max(kept)]
-    return np.stack([kept.get(i, last_kept) for i in wanted.tolist()])
+    return np.stack([kept[i] for i in wanted.tolist()])
 
 
 def iter_frames(

@@ -437,7 +437,6 @@ class ClipDataset(Dataset):
         if entry is not None:
             try:
                 return seek_frames(self.prepared.video_path(entry), indices,
-                                   keyframe_interval=self.prepared.settings.keyframe_interval,
                                    frame_size=resized_size(*native, self.cfg.resize_short_side))
             except DataError as exc:
                 self.prepared.drop(path, exc)

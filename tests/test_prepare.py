@@ -17,7 +17,7 @@ from mmad.cli import main
 from mmad.config import from_dict
 from mmad.datasets.ma52 import write_ma52_list
 from mmad.datasets.prepare import MANIFEST_NAME, PrepareSettings, prepare_dataset
-from mmad.errors import ConfigError
+from mmad.errors import ConfigError, DataError
 from mmad.types import ClipRecord
 from mmad.video import read_frames, seek_frames, write_video
 from recognition.config import RecognitionConfig
@@ -119,15 +119,22 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_seek_frames_equals_decoding_from_the_start(tmp_path):
     rng = np.random.default_rng(0)
     frames = [np.clip(rng.normal(40 + 4 * t, 30, (48, 64, 3)), 0, 255).astype(np.uint8) for t in range(45)]
-    path = write_video(tmp_path / "v.mp4", frames, 30.0, keyframe_interval=8)
-    cases = [[0], [44], [7, 8, 9], [15, 16], [3, 3, 40, 1, 1], [50, 2], [8 * k for k in range(6)]]
+    cases = [[0], [44], [7, 8, 9], [15, 16], [3, 3, 40, 1, 1], [50, 2], [47, 46], [8 * k for k in range(6)]]
     cases += [rng.integers(0, 48, rng.integers(1, 10)).tolist() for _ in range(25)]
-    for indices in cases:
-        expected = read_frames(path, indices)
-        for interval in (8, 5, 16):  # a wrong interval costs time, never correctness
-            assert np.array_equal(seek_frames(path, indices, keyframe_interval=interval), expected), (indices, interval)
-    resized = seek_frames(path, [5, 30], keyframe_interval=8, frame_size=(32, 24))
+    for interval in (8, 1, 5, 100):
+        path = write_video(tmp_path / f"v{interval}.mp4", frames, 30.0, keyframe_interval=interval)
+        for indices in cases:
+            assert np.array_equal(seek_frames(path, indices), read_frames(path, indices)), (indices, interval)
+    resized = seek_frames(path, [5, 30], frame_size=(32, 24))
     assert resized.shape == (2, 24, 32, 3)
+
+
+def test_seek_frames_refuses_b_frames(tmp_path):
+    texture = np.random.default_rng(1).normal(0, 30, (48, 64, 3))
+    frames = [np.clip(texture + 40 + 4 * t, 0, 255).astype(np.uint8) for t in range(30)]
+    path = write_video(tmp_path / "b.mp4", frames, 30.0)  # the encoder's default: B-frames here
+    with pytest.raises(DataError, match="b.mp4: packets out of presentation order"):
+        seek_frames(path, [20])
 
 
 # ----------------------------------------------------------------------------- the loader
