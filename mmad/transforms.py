@@ -451,7 +451,7 @@ class ColorJitter:
         clip = clip.as_tensors()
         if self.p <= 0 or _rand(self.generator) >= self.p:
             return clip
-        frames = clip.frames
+        frames = clip.frames.clone()  # then in place: fresh large tensors are slow to fill
         weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
         for op in torch.randperm(3, generator=self.generator).tolist():
             strength = (self.brightness, self.contrast, self.saturation)[op]
@@ -459,14 +459,14 @@ class ColorJitter:
                 continue
             factor = _uniform(max(0.0, 1 - strength), 1 + strength, self.generator)
             if op == 0:
-                frames = frames * factor
+                frames.mul_(factor)
             elif op == 1:
-                grey_mean = (frames * weights).sum(dim=1, keepdim=True).mean()
-                frames = (frames - grey_mean) * factor + grey_mean
+                grey_mean = F.conv2d(frames, weights).mean()  # the weighted sum over channels
+                frames.sub_(grey_mean).mul_(factor).add_(grey_mean)
             else:
-                grey = (frames * weights).sum(dim=1, keepdim=True)
-                frames = (frames - grey) * factor + grey
-            frames = frames.clamp(0.0, 1.0)
+                grey = F.conv2d(frames, weights)
+                frames.sub_(grey).mul_(factor).add_(grey)
+            frames.clamp_(0.0, 1.0)
         return replace(clip, frames=frames)
 
     def __repr__(self) -> str:

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from mmad.datasets.layout import DatasetInfo
@@ -203,6 +204,17 @@ class _CropAt:
 
     def __repr__(self) -> str:
         return f"CropAt({self.size}, position={self.position})"
+
+
+def _resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames resized to ``size`` (W, H), antialiased bilinear (torch's uint8
+    kernel on channels-last memory: several times faster than converting with a scaler)."""
+    if (frames.shape[2], frames.shape[1]) == tuple(size):
+        return frames
+    channels_first = torch.from_numpy(frames).permute(0, 3, 1, 2)  # a view: channels-last memory
+    resized = F.interpolate(channels_first, size=(size[1], size[0]), mode="bilinear", antialias=True,
+                            align_corners=False)
+    return resized.permute(0, 2, 3, 1).numpy()
 
 
 # ----------------------------------------------------------------------------- the dataset
@@ -436,8 +448,8 @@ class ClipDataset(Dataset):
         entry = self._prepared_entry(record)
         if entry is not None:
             try:
-                return seek_frames(self.prepared.video_path(entry), indices,
-                                   frame_size=resized_size(*native, self.cfg.resize_short_side))
+                frames = seek_frames(self.prepared.video_path(entry), indices)
+                return _resize_frames(frames, resized_size(*native, self.cfg.resize_short_side))
             except DataError as exc:
                 self.prepared.drop(path, exc)
         return read_frames(path, indices, size=self.cfg.resize_short_side)
