@@ -2,16 +2,18 @@
 
 Clips per second of one loader process (``num_workers=0``, one thread) for the training set of an
 rgb+pose Micro-DualNet config (keypoint entity boxes, random resized crop to 224 px, flip, colour
-jitter; frames decoded at ``resize_short_side`` 256), for 8 and 16 frames, reading
+jitter; frames decoded at ``resize_short_side`` 256), for 8 and 16 frames 8 apart, reading
 
-- **original**: the MA-52-layout clips as recorded (1920x1080, H.264, a keyframe every ~250
-  frames) and one OpenPose JSON file per frame;
+- **original**: the MA-52-layout clips as recorded (1920x1080 H.264, the encoder's keyframe
+  spacing) and one OpenPose JSON file per frame;
 - **prepared**: the same clips after ``mmad data prepare`` (320 px short side, a keyframe every
   8 frames, one ``.npz`` of keypoints per clip), through ``data.prepared_dir``.
 
-Beside each, the decode-only ceiling: decoding just the sampled frames of each clip at the size the
-loader asks for (no keypoints, boxes or transforms), the way that loader decodes them (from the
-start of the original; seeking in the prepared copy).
+Beside each, the decode-only ceiling: the loader's own frame reader on the frames it sampled
+(the original from its start; the prepared copy from the nearest keyframes), resized to 256 px,
+and nothing else (no keypoints, boxes or transforms). Rates are clips per CPU-second of the
+process (what one worker gives on a core of its own) and, in brackets, per wall second (lower when
+other jobs share the cores). A second table splits the prepared loader's CPU time per clip.
 
 The clips are MicroPuppet clips (MA-52 layout and file names, 1-3 s at 30 fps, per-frame OpenPose
 JSON) rendered at 1920x1080 into ``--data`` once (about 10 s per clip) and reused afterwards; give
@@ -35,7 +37,6 @@ sys.path.insert(0, str(REPO))
 
 from mmad.config import from_dict  # noqa: E402
 from mmad.datasets.ma52 import write_ma52_list  # noqa: E402
-from mmad.video import read_frames, resized_size, seek_frames  # noqa: E402
 from recognition.config import RecognitionConfig  # noqa: E402
 from recognition.data import build_dataset  # noqa: E402
 
@@ -85,7 +86,7 @@ class Clock:
 
 def loader_rate(data: Path, prepared: Path | None, num_frames: int, epochs: int):
     """(Clock of ``dataset[i]`` over ``epochs`` passes, clips, Clock of the keypoints and boxes alone,
-    the (video, indices, size, prepared copy) it decoded)."""
+    the frame reads it made: (its frame reader, record, indices, native size, prepared copy or None))."""
     dataset = build_dataset(loader_config(data, prepared, num_frames), "train", train=True)
     reads = []
     original_read = dataset._read_frames
@@ -93,7 +94,7 @@ def loader_rate(data: Path, prepared: Path | None, num_frames: int, epochs: int)
     def spy(record, indices, native):
         entry = dataset._prepared_entry(record)
         copy = None if entry is None else dataset.prepared.video_path(entry)
-        reads.append((dataset.info.video_path(record), indices, resized_size(*native, 256), copy))
+        reads.append((original_read, record, indices, native, copy))
         return original_read(record, indices, native)
 
     dataset._read_frames = spy
@@ -113,14 +114,12 @@ def loader_rate(data: Path, prepared: Path | None, num_frames: int, epochs: int)
     return loader, epochs * len(dataset), annotations, reads
 
 
-def decode_clock(reads: list, *, prepared: bool) -> Clock:
-    """Decoding only the frames the loader decoded, the way it decodes them."""
+def decode_clock(reads: list) -> Clock:
+    """Decoding only the frames the loader decoded, with its own reader (the original from its
+    start, or the prepared copy from the nearest keyframes), resized to 256 px; nothing else."""
     with Clock() as clock:
-        for video, indices, size, copy in reads:
-            if prepared:
-                seek_frames(copy, indices, frame_size=size)
-            else:
-                read_frames(video, indices, size=256)
+        for read, record, indices, native, _ in reads:
+            read(record, indices, native)
     return clock
 
 
@@ -165,8 +164,8 @@ def main() -> None:
     for num_frames in args.frames:
         original, count, _, original_reads = loader_rate(data, None, num_frames, args.epochs)
         prepared_clock, _, annotations, prepared_reads = loader_rate(data, prepared, num_frames, args.epochs)
-        decode_original = decode_clock(original_reads, prepared=False)
-        decode_prepared = decode_clock(prepared_reads, prepared=True)
+        decode_original = decode_clock(original_reads)
+        decode_prepared = decode_clock(prepared_reads)
         print(f"| {num_frames} | {original.rate(count)} | {prepared_clock.rate(count)} | "
               f"{original.cpu / prepared_clock.cpu:.1f}x | {decode_original.rate(count)} | "
               f"{decode_prepared.rate(count)} |", flush=True)

@@ -426,6 +426,11 @@ class TemporalJitter:
         return f"TemporalJitter(max_shift={self.max_shift}, p={self.p})"
 
 
+def _grey(frames: torch.Tensor) -> torch.Tensor:
+    """(T, 1, H, W) luma 0.299 R + 0.587 G + 0.114 B of (T, 3, H, W) frames."""
+    return frames[:, 0:1] * 0.299 + frames[:, 1:2] * 0.587 + frames[:, 2:3] * 0.114
+
+
 class ColorJitter:
     """Random brightness, contrast and saturation, one draw per clip; frames only.
 
@@ -452,7 +457,6 @@ class ColorJitter:
         if self.p <= 0 or _rand(self.generator) >= self.p:
             return clip
         frames = clip.frames.clone()  # then in place: fresh large tensors are slow to fill
-        weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
         for op in torch.randperm(3, generator=self.generator).tolist():
             strength = (self.brightness, self.contrast, self.saturation)[op]
             if strength <= 0:
@@ -461,10 +465,10 @@ class ColorJitter:
             if op == 0:
                 frames.mul_(factor)
             elif op == 1:
-                grey_mean = F.conv2d(frames, weights).mean()  # the weighted sum over channels
+                grey_mean = _grey(frames).mean()
                 frames.sub_(grey_mean).mul_(factor).add_(grey_mean)
             else:
-                grey = F.conv2d(frames, weights)
+                grey = _grey(frames)
                 frames.sub_(grey).mul_(factor).add_(grey)
             frames.clamp_(0.0, 1.0)
         return replace(clip, frames=frames)
