@@ -13,19 +13,19 @@ One item of :class:`ClipDataset` is made in six steps:
    ``resize_short_side``.
 4. **Keypoints** of every frame of the range, from the OpenPose JSON folder of the clip or the
    split's pose pickle (read once per process and kept in memory).
-
-With ``data.prepared_dir`` (a folder written by ``mmad data prepare``, see
-:mod:`mmad.datasets.prepare`) steps 3 and 4 read a video's prepared copy where it is up to date:
-the frames by seeking in the small re-encoded video and resizing to the size the original would
-give, the keypoints from one array file in the original's pixels; the frame range comes from the
-manifest instead of probing the original. Indices, keypoints and boxes are the same; pixels differ
-by the re-encoding only. A stale or unreadable copy is skipped with a warning.
 5. **Entity boxes** (Table III's options) computed on the keypoints of the whole range (so
    Eq. 1's carry-forward sees every frame), then taken at the sampled frames; keypoints and boxes
    are rescaled from native pixels to the decoded frame size.
 6. **Transforms** moving frames, keypoints and boxes together: random resized crop, horizontal
    flip (hands swap) and colour jitter in training; a centre crop (or one of several crops)
    in testing. Frames stay in ``[0, 1]``: the model applies the ImageNet normalisation.
+
+With ``data.prepared_dir`` (a folder written by ``mmad data prepare``, see
+:mod:`mmad.datasets.prepare`) steps 3 and 4 read a video's prepared copy where it is up to date:
+the frames by decoding the small re-encoded video from the keyframes nearest to them and resizing
+to the size the original would give, the keypoints from one array file in the original's pixels;
+the frame range comes from the manifest instead of probing the original. Indices, keypoints and boxes are the same; pixels differ
+by the re-encoding only. A stale or unreadable copy is skipped with a warning.
 
 Multi-view testing: with ``views=(clips, crops)`` each record yields ``clips x crops`` items
 (item ``i`` is record ``i // num_views``, view ``i % num_views``): ``clips`` temporal clips
