@@ -55,6 +55,8 @@ __all__ = [
     "openpose_frame_path",
     "read_openpose_frame",
     "read_openpose_folder",
+    "read_openpose_people",
+    "track_people",
     "read_pose_pickle",
     "read_miga_npy",
     "select_person",
@@ -417,29 +419,17 @@ def read_openpose_frame(path: str | os.PathLike, *, with_face: bool = False) -> 
     return out
 
 
-def read_openpose_folder(
-    folder: str | os.PathLike,
-    *,
-    with_face: bool = False,
-    frame_size: tuple[int, int] | None = None,
-    num_frames: int | None = None,
-) -> np.ndarray:
-    """Read a folder of per-frame OpenPose JSON files into one subject's keypoint track.
+def read_openpose_people(
+    folder: str | os.PathLike, *, with_face: bool = False, num_frames: int | None = None
+) -> list[np.ndarray]:
+    """Every person of every frame of a folder of per-frame OpenPose JSON files, untracked.
 
-    Files are ``<stem>_<12-digit frame index>_keypoints.json``; frame t of the result is the
-    file with index t (indices count from 0, as OpenPose numbers video frames). Missing indices
-    and frames with ``"people": []`` become zero-confidence frames. When a frame holds several
-    people, :func:`select_person` keeps one subject consistently.
-
-    Args:
-        folder: the folder of JSON files.
-        with_face: also read the 70 face points (layout ``body25_hands_face``, J = 137).
-        frame_size: (W, H); when given, points outside ``[0, W] x [0, H]`` are set to (0, 0, 0).
-        num_frames: the video's frame count; pads with empty frames to this length (files with
-            a larger index are an error). Default: last index + 1.
+    Files are ``<stem>_<12-digit frame index>_keypoints.json``; item t of the result holds the
+    people of the file with index t. Missing indices give no people. ``with_face`` and
+    ``num_frames`` as for :func:`read_openpose_folder`.
 
     Returns:
-        (T, 67, 3) float32 (or (T, 137, 3) with ``with_face``): pixel x, y, confidence.
+        T arrays (P_t, 67, 3) float32 (J = 137 with ``with_face``), P_t >= 0.
 
     Raises:
         DataError: missing folder, no keypoint files, duplicate frame index, a bad file.
@@ -467,10 +457,48 @@ def read_openpose_folder(
     num_joints = 137 if with_face else 67
     people_per_frame = [np.zeros((0, num_joints, 3), dtype=np.float32) for _ in range(total)]
     for index, path in indexed.items():
-        people = read_openpose_frame(path, with_face=with_face)
-        if frame_size is not None:
-            people = _drop_outside(people, frame_size)
-        people_per_frame[index] = people
+        people_per_frame[index] = read_openpose_frame(path, with_face=with_face)
+    return people_per_frame
+
+
+def read_openpose_folder(
+    folder: str | os.PathLike,
+    *,
+    with_face: bool = False,
+    frame_size: tuple[int, int] | None = None,
+    num_frames: int | None = None,
+) -> np.ndarray:
+    """Read a folder of per-frame OpenPose JSON files into one subject's keypoint track.
+
+    Files are ``<stem>_<12-digit frame index>_keypoints.json``; frame t of the result is the
+    file with index t (indices count from 0, as OpenPose numbers video frames). Missing indices
+    and frames with ``"people": []`` become zero-confidence frames. When a frame holds several
+    people, :func:`select_person` keeps one subject consistently.
+
+    Args:
+        folder: the folder of JSON files.
+        with_face: also read the 70 face points (layout ``body25_hands_face``, J = 137).
+        frame_size: (W, H); when given, points outside ``[0, W] x [0, H]`` are set to (0, 0, 0).
+        num_frames: the video's frame count; pads with empty frames to this length (files with
+            a larger index are an error). Default: last index + 1.
+
+    Returns:
+        (T, 67, 3) float32 (or (T, 137, 3) with ``with_face``): pixel x, y, confidence.
+
+    Raises:
+        DataError: missing folder, no keypoint files, duplicate frame index, a bad file.
+    """
+    people_per_frame = read_openpose_people(folder, with_face=with_face, num_frames=num_frames)
+    return track_people(people_per_frame, num_joints=137 if with_face else 67, frame_size=frame_size)
+
+
+def track_people(
+    people_per_frame: Sequence[np.ndarray], *, num_joints: int, frame_size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """One subject's (T, J, 3) track of T frames of untracked people ((P_t, J, 3) each): points
+    outside ``frame_size`` (W, H) dropped when it is given, then :func:`select_person`."""
+    if frame_size is not None:
+        people_per_frame = [_drop_outside(people, frame_size) for people in people_per_frame]
     return select_person(people_per_frame, num_joints=num_joints)
 
 

@@ -79,7 +79,8 @@ class ClipArrays:
         if frames.dtype == torch.uint8:
             if frames.shape[-1] != 3:
                 raise ValueError(f"uint8 frames must be (T, H, W, 3), got {tuple(frames.shape)}")
-            frames = frames.permute(0, 3, 1, 2).float().div_(255.0)
+            # channels first while still uint8 (a quarter of the bytes to move), then to float
+            frames = frames.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
         elif frames.shape[1] != 3:
             raise ValueError(f"float frames must be (T, 3, H, W), got {tuple(frames.shape)}")
         else:
@@ -425,6 +426,11 @@ class TemporalJitter:
         return f"TemporalJitter(max_shift={self.max_shift}, p={self.p})"
 
 
+def _grey(frames: torch.Tensor) -> torch.Tensor:
+    """(T, 1, H, W) luma 0.299 R + 0.587 G + 0.114 B of (T, 3, H, W) frames."""
+    return frames[:, 0:1] * 0.299 + frames[:, 1:2] * 0.587 + frames[:, 2:3] * 0.114
+
+
 class ColorJitter:
     """Random brightness, contrast and saturation, one draw per clip; frames only.
 
@@ -450,22 +456,21 @@ class ColorJitter:
         clip = clip.as_tensors()
         if self.p <= 0 or _rand(self.generator) >= self.p:
             return clip
-        frames = clip.frames
-        weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        frames = clip.frames.clone()  # then in place: fresh large tensors are slow to fill
         for op in torch.randperm(3, generator=self.generator).tolist():
             strength = (self.brightness, self.contrast, self.saturation)[op]
             if strength <= 0:
                 continue
             factor = _uniform(max(0.0, 1 - strength), 1 + strength, self.generator)
             if op == 0:
-                frames = frames * factor
+                frames.mul_(factor)
             elif op == 1:
-                grey_mean = (frames * weights).sum(dim=1, keepdim=True).mean()
-                frames = (frames - grey_mean) * factor + grey_mean
+                grey_mean = _grey(frames).mean()
+                frames.sub_(grey_mean).mul_(factor).add_(grey_mean)
             else:
-                grey = (frames * weights).sum(dim=1, keepdim=True)
-                frames = (frames - grey) * factor + grey
-            frames = frames.clamp(0.0, 1.0)
+                grey = _grey(frames)
+                frames.sub_(grey).mul_(factor).add_(grey)
+            frames.clamp_(0.0, 1.0)
         return replace(clip, frames=frames)
 
     def __repr__(self) -> str:

@@ -223,7 +223,7 @@ def step_indices(num_frames: int, stride: int) -> np.ndarray:
 # --------------------------------------------------------------------------- decoding
 
 
-def _resized_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+def resized_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
     """(width, height) after scaling so that the shorter side is ``short_side`` (unchanged when None)."""
     if short_side is None:
         return width, height
@@ -235,15 +235,19 @@ def _resized_size(width: int, height: int, short_side: int | None) -> tuple[int,
     return max(1, int(round(width * scale))), short_side
 
 
-def _to_rgb(frame, out_size: tuple[int, int], native: tuple[int, int]) -> np.ndarray:
+def _to_rgb(frame, out_size: tuple[int, int], native: tuple[int, int], reformatter=None) -> np.ndarray:
     """(H, W, 3) uint8 RGB of a decoded frame, upright, of the upright size ``out_size`` (W, H).
 
     ``native`` is the upright size of the stream; frames carrying a display rotation are converted
-    at their coded size and then turned.
+    at their coded size and then turned. ``reformatter`` (a PyAV ``VideoReformatter``) keeps the
+    scaler of the previous frame when the sizes repeat: the same pixels, without setting up a
+    new scaler for every frame.
     """
     rotation = _frame_rotation(frame)
     coded = out_size if rotation in (0, 180) else (out_size[1], out_size[0])
-    if out_size == native:
+    if reformatter is not None:
+        array = reformatter.reformat(frame, format="rgb24", width=coded[0], height=coded[1]).to_ndarray()
+    elif out_size == native:
         array = frame.to_ndarray(format="rgb24")
     else:
         array = frame.to_ndarray(format="rgb24", width=coded[0], height=coded[1])
@@ -302,15 +306,14 @@ def read_frames(path: str | os.PathLike, indices, *, size: int | None = None) ->
         DataError: the file is missing/unreadable, or no frame could be decoded.
     """
     path = Path(path)
-    wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if wanted.size == 0:
-        raise ValueError("read_frames needs at least one index")
-    if wanted.min() < 0:
-        raise ValueError(f"frame indices must be >= 0, got {int(wanted.min())}")
+    wanted = _check_indices(indices)
     needed = set(wanted.tolist())
     last_needed = int(wanted.max())
+    from av.video.reformatter import VideoReformatter
+
     kept: dict[int, np.ndarray] = {}
     last_frame = None
+    reformatter = VideoReformatter()
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -318,9 +321,9 @@ def read_frames(path: str | os.PathLike, indices, *, size: int | None = None) ->
         for index, frame in enumerate(_decoded_frames(container, path)):
             if native is None:
                 native = _upright_size(stream, frame)
-                out_size = _resized_size(*native, size)
+                out_size = resized_size(*native, size)
             if index in needed or index == last_needed:
-                kept[index] = _to_rgb(frame, out_size, native)
+                kept[index] = _to_rgb(frame, out_size, native, reformatter)
             last_frame = (index, frame)
             if index >= last_needed:
                 break
@@ -330,8 +333,101 @@ def read_frames(path: str | os.PathLike, indices, *, size: int | None = None) ->
         raise DataError(path, "no frame could be decoded")
     last_index, frame = last_frame
     if last_index not in kept:
-        kept[last_index] = _to_rgb(frame, out_size, native)
+        kept[last_index] = _to_rgb(frame, out_size, native, reformatter)
     return np.stack([kept[i] if i in kept else kept[last_index] for i in wanted.tolist()])
+
+
+def _check_indices(indices) -> np.ndarray:
+    wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if wanted.size == 0:
+        raise ValueError("reading frames needs at least one index")
+    if wanted.min() < 0:
+        raise ValueError(f"frame indices must be >= 0, got {int(wanted.min())}")
+    return wanted
+
+
+def seek_frames(path: str | os.PathLike, indices, *, frame_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode the frames at ``indices`` of a video without B-frames, from the nearest keyframes only.
+
+    The packets are read in order without decoding them; when a wanted frame's packet arrives,
+    the packets from the last keyframe up to it (or from the previous decoded frame, when no
+    keyframe lies between) are decoded, and only the wanted frames are converted. With a keyframe
+    every few frames (the videos :func:`write_video` writes with ``keyframe_interval``, as
+    ``mmad data prepare`` makes them) few frames besides the wanted ones are decoded. A frame's
+    index is read from its presentation time (``(pts - start) x time_base x fps``), so the frame
+    rate must be constant. An index past the end gets the last frame, as in :func:`read_frames`.
+
+    Args:
+        indices: (T,) non-negative frame indices, any order, repeats allowed.
+        frame_size: (W, H) of the returned frames (default: the video's own upright size).
+
+    Returns:
+        (T, H, W, 3) uint8 RGB, row ``t`` the frame at ``indices[t]``.
+
+    Raises:
+        DataError: the file is missing or unreadable, a wanted frame cannot be decoded, or the
+            packets are not in presentation order (B-frames).
+    """
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    path = Path(path)
+    wanted = _check_indices(indices)
+    needed = set(wanted.tolist())
+    last_needed = int(wanted.max())
+    kept: dict[int, np.ndarray] = {}
+    reformatter = VideoReformatter()
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        fps = _stream_fps(stream)
+        if fps is None or stream.time_base is None:
+            raise DataError(path, "the video stream has no frame rate or time base")
+        time_base, start = stream.time_base, stream.start_time or 0
+
+        def keep(packets: list, index: int) -> None:
+            frame = None
+            for packet in packets:
+                decoded = stream.codec_context.decode(packet)
+                frame = decoded[-1] if decoded else frame
+            if frame is None:
+                raise DataError(path, f"frame {index} could not be decoded from its keyframe")
+            upright = _upright_size(stream, frame)
+            kept[index] = _to_rgb(frame, tuple(frame_size) if frame_size is not None else upright, upright,
+                                  reformatter)
+
+        pending: list = []  # packets since the last keyframe or the last decoded frame, not decoded yet
+        index = -1
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is None or packet.size == 0:
+                    continue
+                previous, index = index, int(round(float((packet.pts - start) * time_base) * fps))
+                if index <= previous:
+                    raise DataError(path, "packets out of presentation order (B-frames); read it from the start")
+                if packet.is_keyframe:
+                    pending = []
+                pending.append(packet)
+                if index in needed:
+                    keep(pending, index)
+                    pending = []
+                if index >= last_needed:
+                    break
+            if last_needed > index >= 0:  # wanted frames past the end: the last frame
+                if index not in kept:
+                    keep(pending, index)
+                last_kept = kept[index]
+                kept.update({i: last_kept for i in needed if i > index})
+        except av.error.FFmpegError as exc:
+            raise DataError(path, f"decoding failed near frame {index} ({exc.__class__.__name__})") from None
+        missing = needed - kept.keys()
+        if missing:
+            raise DataError(path, f"no frame {min(missing)} (the frame rate is not constant)" if index >= 0
+                            else "no frame could be decoded")
+    finally:
+        container.close()
+    return np.stack([kept[i] for i in wanted.tolist()])
 
 
 def iter_frames(
@@ -368,9 +464,11 @@ class DecodedFrame:
         self._native = native
         self.fps = fps  # of the stream
 
-    def rgb(self, size: int | None = None) -> np.ndarray:
-        """(H, W, 3) uint8 RGB, upright, the shorter side ``size`` when given (else the native size)."""
-        return _to_rgb(self._frame, _resized_size(*self._native, size), self._native)
+    def rgb(self, size: int | None = None, *, frame_size: tuple[int, int] | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 RGB, upright, the shorter side ``size`` when given (else the native size);
+        ``frame_size`` (W, H) sets the exact upright output size instead."""
+        out_size = tuple(frame_size) if frame_size is not None else resized_size(*self._native, size)
+        return _to_rgb(self._frame, out_size, self._native)
 
 
 def iter_decoded(
@@ -416,12 +514,20 @@ def iter_decoded(
 
 
 def write_video(
-    path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, *, crf: int = 23, rotation: int = 0
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: float,
+    *,
+    crf: int = 23,
+    rotation: int = 0,
+    keyframe_interval: int | None = None,
 ) -> Path:
     """Encode ``frames`` ((H, W, 3) uint8 RGB each, H and W even) as H.264 yuv420p at ``fps``.
 
     ``rotation`` (counter-clockwise degrees) is stored as display metadata, as a phone does for a
-    portrait video: the frames are stored as given and shown turned.
+    portrait video: the frames are stored as given and shown turned. ``keyframe_interval`` (frames)
+    puts a keyframe exactly every that many frames, without B-frames and tuned for fast decoding,
+    so that :func:`seek_frames` decodes few frames (default: the encoder's choice).
 
     Writes to a temporary file beside ``path`` and renames it into place, so a reader never sees a
     half-written video. The container format follows the suffix (``.mp4``). Encoding is single
@@ -437,11 +543,12 @@ def write_video(
         raise ValueError(f"fps must be > 0, got {fps}")
     rate = Fraction(fps).limit_denominator(1001)
     with atomic_path(path) as tmp:
-        _encode_frames(av.open(str(tmp), mode="w"), frames, rate, crf, rotation)
+        _encode_frames(av.open(str(tmp), mode="w"), frames, rate, crf, rotation, keyframe_interval)
     return path
 
 
-def _encode_frames(container, frames: Iterable[np.ndarray], rate: Fraction, crf: int, rotation: int = 0) -> None:
+def _encode_frames(container, frames: Iterable[np.ndarray], rate: Fraction, crf: int, rotation: int = 0,
+                   keyframe_interval: int | None = None) -> None:
     """Encode ``frames`` into an open PyAV output ``container`` and close it (see :func:`write_video`)."""
     import av
 
@@ -460,6 +567,9 @@ def _encode_frames(container, frames: Iterable[np.ndarray], rate: Fraction, crf:
                 stream.width, stream.height = width, height
                 stream.pix_fmt = "yuv420p"
                 stream.options = {"crf": str(int(crf)), "preset": "veryfast", "threads": "1"}
+                if keyframe_interval is not None:
+                    gop = str(int(keyframe_interval))
+                    stream.options.update(g=gop, keyint_min=gop, sc_threshold="0", bf="0", tune="fastdecode")
                 stream.codec_context.time_base = 1 / rate
                 if rotation % 360:
                     stream.set_display_rotation(rotation % 360)

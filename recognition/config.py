@@ -210,6 +210,10 @@ class DataConfig:
     # keep each clip's keypoints and entity boxes in memory after the first read (small datasets;
     # with DataLoader workers each worker process holds its own copy for one epoch)
     cache_keypoints: bool = False
+    # a folder written by `mmad data prepare` for this dataset (null: read only the originals):
+    # its small, seekable copies of the videos and one keypoint file per video are read where
+    # they are up to date, the originals elsewhere; samples come out the same
+    prepared_dir: str | None = None
 
 
 @dataclass

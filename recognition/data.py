@@ -20,6 +20,13 @@ One item of :class:`ClipDataset` is made in six steps:
    flip (hands swap) and colour jitter in training; a centre crop (or one of several crops)
    in testing. Frames stay in ``[0, 1]``: the model applies the ImageNet normalisation.
 
+With ``data.prepared_dir`` (a folder written by ``mmad data prepare``, see
+:mod:`mmad.datasets.prepare`) steps 3 and 4 read a video's prepared copy where it is up to date:
+the frames by decoding the small re-encoded video from the keyframes nearest to them and resizing
+to the size the original would give, the keypoints from one array file in the original's pixels;
+the frame range comes from the manifest instead of probing the original. Indices, keypoints and boxes are the same; pixels differ
+by the re-encoding only. A stale or unreadable copy is skipped with a warning.
+
 Multi-view testing: with ``views=(clips, crops)`` each record yields ``clips x crops`` items
 (item ``i`` is record ``i // num_views``, view ``i % num_views``): ``clips`` temporal clips
 spread evenly over the range and ``crops`` spatial crops along the frame's long side (1: centre;
@@ -40,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from mmad.datasets.layout import DatasetInfo
@@ -65,7 +73,15 @@ from mmad.transforms import (
     rescale_annotations,
 )
 from mmad.types import ClipBatch, ClipRecord, ClipSample
-from mmad.video import dense_indices, fitting_stride, probe, read_frames, segment_indices
+from mmad.video import (
+    dense_indices,
+    fitting_stride,
+    probe,
+    read_frames,
+    resized_size,
+    seek_frames,
+    segment_indices,
+)
 from recognition.config import DataConfig, RecognitionConfig
 
 log = logging.getLogger("mmad.recognition")
@@ -190,6 +206,17 @@ class _CropAt:
         return f"CropAt({self.size}, position={self.position})"
 
 
+def _resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames resized to ``size`` (W, H), antialiased bilinear (torch's uint8
+    kernel on channels-last memory: several times faster than converting with a scaler)."""
+    if (frames.shape[2], frames.shape[1]) == tuple(size):
+        return frames
+    channels_first = torch.from_numpy(frames).permute(0, 3, 1, 2)  # a view: channels-last memory
+    resized = F.interpolate(channels_first, size=(size[1], size[0]), mode="bilinear", antialias=True,
+                            align_corners=False)
+    return resized.permute(0, 2, 3, 1).numpy()
+
+
 # ----------------------------------------------------------------------------- the dataset
 
 
@@ -237,6 +264,12 @@ class ClipDataset(Dataset):
         self.need_keypoints = need_keypoints
         self.decode_frames = decode_frames
         self._cache: dict[int, tuple] = {}
+        self.prepared = None
+        if cfg.prepared_dir:
+            from mmad.datasets.prepare import PreparedData
+
+            self.prepared = PreparedData(cfg.prepared_dir, root=dataset_info.root,
+                                         min_short_side=cfg.resize_short_side)
         num_clips, num_crops = (int(v) for v in views)
         if num_clips < 1 or num_crops < 1:
             raise ConfigError(f"views must be at least 1x1, got {num_clips}x{num_crops}")
@@ -339,13 +372,32 @@ class ClipDataset(Dataset):
             kp = np.concatenate([kp, np.zeros((stop - kp.shape[0], *kp.shape[1:]), np.float32)])
         return kp[first:first + length]
 
+    def _prepared_entry(self, record: ClipRecord):
+        """The up-to-date prepared copy of the record's video, or None (no prepared data, or stale)."""
+        if self.prepared is None:
+            return None
+        return self.prepared.entry(self.info.video_path(record), self.info.keypoint_folder(record))
+
+    def _prepared_keypoints(self, record: ClipRecord, first: int, stop: int) -> np.ndarray | None:
+        """(stop - first, 67, 3) keypoints from the prepared keypoint file, or None where there is none."""
+        entry = self._prepared_entry(record)
+        if entry is None or entry.keypoints is None or self.layout.name == "body25_hands_face":
+            return None
+        try:
+            return self.prepared.keypoints(entry, first, stop, span=record.t_start is not None)
+        except DataError as exc:
+            self.prepared.drop(self.info.video_path(record), exc)
+            return None
+
     def _keypoints(self, record: ClipRecord, first: int, stop: int, frame_size) -> np.ndarray:
         """(stop - first, J, 3) keypoints of the range in ``self.layout`` (native pixels)."""
         try:
             if self.cfg.keypoint_source == "pickle":
                 kp = self._pickle_keypoints(record, first, stop)
             else:
-                kp = self._openpose_keypoints(record, first, stop, frame_size)
+                kp = self._prepared_keypoints(record, first, stop)
+                if kp is None:
+                    kp = self._openpose_keypoints(record, first, stop, frame_size)
         except DataError:
             if self.need_keypoints:
                 raise
@@ -378,9 +430,10 @@ class ClipDataset(Dataset):
         if record_index in self._cache:
             return self._cache[record_index]
         record = self.records[record_index]
-        info = probe(self.info.video_path(record))
-        native = (info.width, info.height)
-        first, stop = clip_frame_range(record, fps=info.fps, num_frames=info.num_frames)
+        # the prepared copy's manifest entry or the original's header: (upright) size, fps, frame count
+        video = self._prepared_entry(record) or probe(self.info.video_path(record))
+        native = (video.width, video.height)
+        first, stop = clip_frame_range(record, fps=video.fps, num_frames=video.num_frames)
         keypoints = self._keypoints(record, first, stop, native)
         boxes, entity_conf = self._boxes(keypoints, native)
         result = (native, first, stop, keypoints, boxes, entity_conf)
@@ -388,18 +441,30 @@ class ClipDataset(Dataset):
             self._cache[record_index] = result
         return result
 
+    def _read_frames(self, record: ClipRecord, indices: np.ndarray, native: tuple[int, int]) -> np.ndarray:
+        """(T, H, W, 3) uint8 frames at ``indices``, the shorter side ``resize_short_side`` of the
+        original's aspect: from the prepared copy by seeking when there is one, else the original."""
+        path = self.info.video_path(record)
+        entry = self._prepared_entry(record)
+        if entry is not None:
+            try:
+                frames = seek_frames(self.prepared.video_path(entry), indices)
+                return _resize_frames(frames, resized_size(*native, self.cfg.resize_short_side))
+            except DataError as exc:
+                self.prepared.drop(path, exc)
+        return read_frames(path, indices, size=self.cfg.resize_short_side)
+
     def __getitem__(self, index: int) -> ClipSample:
         if not 0 <= index < len(self):
             raise IndexError(index)
         record = self.records[self.record_index(index)]
         view = index % self.num_views
         temporal_view, crop = divmod(view, self.num_crops)
-        path = self.info.video_path(record)
         native, first, stop, keypoints, boxes, entity_conf = self._annotations(self.record_index(index))
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
         local = self._frame_indices(stop - first, temporal_view, rng)
         if self.decode_frames:
-            frames = read_frames(path, first + local, size=self.cfg.resize_short_side)
+            frames = self._read_frames(record, first + local, native)
         else:
             scale = self.cfg.resize_short_side / min(native)
             size = (max(1, round(native[1] * scale)), max(1, round(native[0] * scale)))

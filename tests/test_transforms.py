@@ -220,3 +220,28 @@ def test_rescale_annotations_to_decoded_size():
         out.keypoints[..., :2][detected], torch.from_numpy(clip.keypoints[..., :2])[detected] / 2
     )
     torch.testing.assert_close(out.boxes, torch.from_numpy(clip.boxes) / 2)
+
+
+def test_color_jitter_follows_its_formula():
+    """Brightness scales; contrast blends with the clip's mean grey; saturation with each pixel's
+    grey; in the drawn order, clamped after each (reference written out-of-place)."""
+    frames = torch.rand(2, 3, 8, 10, generator=torch.Generator().manual_seed(3))
+    strengths = (0.3, 0.4, 0.5)
+    given = frames.clone()
+    out = ColorJitter(brightness=0.3, contrast=0.4, saturation=0.5, p=1.0,
+                      generator=torch.Generator().manual_seed(7))(ClipArrays(frames=given)).frames
+    assert torch.equal(given, frames)  # the input is left as it was
+    g = torch.Generator().manual_seed(7)
+    assert float(torch.rand((), generator=g)) < 1.0  # the p draw
+    expected, weights = frames, torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    for op in torch.randperm(3, generator=g).tolist():
+        factor = 1 - strengths[op] + 2 * strengths[op] * float(torch.rand((), generator=g))
+        grey = (expected * weights).sum(dim=1, keepdim=True)
+        if op == 0:
+            expected = expected * factor
+        elif op == 1:
+            expected = (expected - grey.mean()) * factor + grey.mean()
+        else:
+            expected = (expected - grey) * factor + grey
+        expected = expected.clamp(0.0, 1.0)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
