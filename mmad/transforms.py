@@ -146,10 +146,11 @@ def _affine(clip: ClipArrays, *, sx: float, sy: float, dx: float, dy: float) -> 
     return replace(clip, keypoints=keypoints, boxes=boxes)
 
 
-def _clip_boxes(clip: ClipArrays) -> ClipArrays:
+def _clip_boxes(clip: ClipArrays, size: tuple[int, int] | None = None) -> ClipArrays:
+    """Boxes clamped to the frame ((W, H) ``size``, default the frames'); a box clamped to nothing loses its confidence."""
     if clip.boxes is None:
         return clip
-    width, height = clip.frame_size
+    width, height = size or clip.frame_size
     boxes = clip.boxes.clone()
     boxes[..., 0::2] = boxes[..., 0::2].clamp(0.0, float(width))
     boxes[..., 1::2] = boxes[..., 1::2].clamp(0.0, float(height))
@@ -175,6 +176,35 @@ def _resize(clip: ClipArrays, height: int, width: int) -> ClipArrays:
         clip.frames, size=(height, width), mode="bilinear", align_corners=False, antialias=True
     ).clamp_(0.0, 1.0)
     return _affine(replace(clip, frames=frames), sx=width / old_w, sy=height / old_h, dx=0.0, dy=0.0)
+
+
+def _raw_uint8(frames) -> torch.Tensor | None:
+    """Input frames (T, H, W, 3) uint8 as a tensor (no copy); None for anything else."""
+    if isinstance(frames, np.ndarray):
+        if frames.dtype != np.uint8:
+            return None
+        frames = torch.from_numpy(frames)
+    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        return None
+    return frames
+
+
+def _crop_resize(clip: ClipArrays, x0: int, y0: int, width: int, height: int, out_h: int, out_w: int) -> ClipArrays:
+    """Crop (x0, y0, width, height), then resize to (out_h, out_w): what :func:`_crop` then
+    :func:`_resize` do, but input uint8 frames stay uint8 until the output size (torch's uint8
+    antialiased kernel; a quarter of the bytes), so only the small result is made float. Pixels then
+    differ from the float path by rounding (at most 1/255)."""
+    raw = _raw_uint8(clip.frames)
+    if raw is None:
+        return _resize(_crop(clip.as_tensors(), x0, y0, width, height), out_h, out_w)
+    region = raw[:, y0 : y0 + height, x0 : x0 + width].permute(0, 3, 1, 2)  # (T, 3, h, w), a view
+    if (height, width) != (out_h, out_w):
+        region = F.interpolate(region, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=True)
+    frames = region.contiguous().float().div_(255.0)
+    out = ClipArrays(frames=frames, keypoints=_float_tensor(clip.keypoints), boxes=_float_tensor(clip.boxes),
+                     entity_conf=_float_tensor(clip.entity_conf))
+    out = _clip_boxes(_affine(out, sx=1.0, sy=1.0, dx=-x0, dy=-y0), size=(width, height))
+    return _affine(out, sx=out_w / width, sy=out_h / height, dx=0.0, dy=0.0)
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -218,7 +248,6 @@ class Resize:
         self.size = size
 
     def __call__(self, clip: ClipArrays) -> ClipArrays:
-        clip = clip.as_tensors()
         width, height = clip.frame_size
         if isinstance(self.size, int):
             if width <= height:
@@ -227,7 +256,7 @@ class Resize:
                 new_w, new_h = max(1, round(width * self.size / height)), self.size
         else:
             new_h, new_w = _pair(self.size)
-        return _resize(clip, new_h, new_w)
+        return _crop_resize(clip, 0, 0, width, height, new_h, new_w)
 
     def __repr__(self) -> str:
         return f"Resize({self.size})"
@@ -303,10 +332,9 @@ class RandomResizedCrop:
         return (width - w) // 2, (height - h) // 2, w, h
 
     def __call__(self, clip: ClipArrays) -> ClipArrays:
-        clip = clip.as_tensors()
         width, height = clip.frame_size
         x0, y0, w, h = self.sample_region(width, height)
-        return _resize(_crop(clip, x0, y0, w, h), *self.size)
+        return _crop_resize(clip, x0, y0, w, h, *self.size)
 
     def __repr__(self) -> str:
         return f"RandomResizedCrop({self.size}, scale={self.scale}, ratio={self.ratio})"

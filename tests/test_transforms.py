@@ -245,3 +245,29 @@ def test_color_jitter_follows_its_formula():
             expected = (expected - grey) * factor + grey
         expected = expected.clamp(0.0, 1.0)
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("make", [
+    lambda g: RandomResizedCrop(48, generator=g),
+    lambda g: RandomResizedCrop((40, 56), scale=(0.2, 0.6), generator=g),
+    lambda g: Resize(37),
+    lambda g: Resize((30, 90)),
+])
+def test_uint8_crop_and_resize_equal_the_float_path_within_rounding(make):
+    """uint8 frames are cropped and resized before they become float: the pixels agree with doing
+    it all in float within one grey level, keypoints, boxes and confidences exactly."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(3, 64, 96, 3), dtype=np.uint8)
+    keypoints = np.concatenate([rng.uniform(0, 96, (3, 5, 1)), rng.uniform(0, 64, (3, 5, 1)),
+                                rng.uniform(0.1, 1, (3, 5, 1))], axis=-1).astype(np.float32)
+    keypoints[0, 1] = 0.0  # undetected stays undetected
+    corner = rng.uniform(0, 60, (3, 2, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(5, 40, (3, 2, 2))], axis=-1).astype(np.float32)
+    conf = rng.uniform(0.5, 1.0, (3, 2)).astype(np.float32)
+    raw = ClipArrays(frames=frames, keypoints=keypoints, boxes=boxes, entity_conf=conf)
+    fast = make(torch.Generator().manual_seed(3))(raw)
+    slow = make(torch.Generator().manual_seed(3))(raw.as_tensors())
+    assert fast.frames.dtype == slow.frames.dtype == torch.float32 and fast.frames.shape == slow.frames.shape
+    assert float((fast.frames - slow.frames).abs().max()) <= 1.0 / 255 + 1e-6
+    for name in ("keypoints", "boxes", "entity_conf"):
+        torch.testing.assert_close(getattr(fast, name), getattr(slow, name))
