@@ -492,12 +492,12 @@ class ColorJitter:
             factor = _uniform(max(0.0, 1 - strength), 1 + strength, self.generator)
             if op == 0:
                 frames.mul_(factor)
-            elif op == 1:
-                grey_mean = _grey(frames).mean()
-                frames.sub_(grey_mean).mul_(factor).add_(grey_mean)
+            elif op == 1:  # (x - m) * f + m, as x * f + m * (1 - f)
+                grey_mean = float(_grey(frames).mean())
+                frames.mul_(factor).add_(grey_mean * (1.0 - factor))
             else:
                 grey = _grey(frames)
-                frames.sub_(grey).mul_(factor).add_(grey)
+                frames.mul_(factor).add_(grey, alpha=1.0 - factor)
             frames.clamp_(0.0, 1.0)
         return replace(clip, frames=frames)
 
@@ -511,10 +511,11 @@ class Normalize:
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self._scale, self._shift = 1.0 / self.std, -self.mean / self.std  # one pass: x * scale + shift
 
     def __call__(self, clip: ClipArrays) -> ClipArrays:
         clip = clip.as_tensors()
-        return replace(clip, frames=(clip.frames - self.mean) / self.std)
+        return replace(clip, frames=torch.addcmul(self._shift, clip.frames, self._scale))
 
     def __repr__(self) -> str:
         return "Normalize()"
