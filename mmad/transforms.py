@@ -525,11 +525,13 @@ def rescale_annotations(clip: ClipArrays, source_size: tuple[int, int]) -> ClipA
     """Scale keypoints and boxes from a source frame size (W, H) to the clip's frame size.
 
     Use when frames were decoded at a reduced size (e.g. ``read_frames(..., size=256)``) while
-    keypoints and boxes are in the video's native pixels.
+    keypoints and boxes are in the video's native pixels. The frames are left as they are (uint8
+    frames stay uint8, so that a following crop and resize work on them before they become float).
     """
     width, height = clip.frame_size
     src_w, src_h = source_size
-    clip = clip.as_tensors()
+    clip = replace(clip, keypoints=_float_tensor(clip.keypoints), boxes=_float_tensor(clip.boxes),
+                   entity_conf=_float_tensor(clip.entity_conf))
     return _affine(clip, sx=width / src_w, sy=height / src_h, dx=0.0, dy=0.0)
 
 
