@@ -189,22 +189,27 @@ def _raw_uint8(frames) -> torch.Tensor | None:
     return frames
 
 
-def _crop_resize(clip: ClipArrays, x0: int, y0: int, width: int, height: int, out_h: int, out_w: int) -> ClipArrays:
-    """Crop (x0, y0, width, height), then resize to (out_h, out_w): what :func:`_crop` then
-    :func:`_resize` do, but input uint8 frames stay uint8 until the output size (torch's uint8
-    antialiased kernel; a quarter of the bytes), so only the small result is made float. Pixels then
-    differ from the float path by rounding (at most 1/255)."""
+def _crop_resize(clip: ClipArrays, region: tuple[int, int, int, int] | None, out_h: int, out_w: int) -> ClipArrays:
+    """Crop ``region`` (x0, y0, width, height; None: no crop), then resize to (out_h, out_w): what
+    :func:`_crop` then :func:`_resize` do, but input uint8 frames stay uint8 until the output size
+    (torch's uint8 antialiased kernel; a quarter of the bytes), so only the small result is made
+    float. Pixels then differ from the float path by rounding (at most 1/255)."""
     raw = _raw_uint8(clip.frames)
     if raw is None:
-        return _resize(_crop(clip.as_tensors(), x0, y0, width, height), out_h, out_w)
-    region = raw[:, y0 : y0 + height, x0 : x0 + width].permute(0, 3, 1, 2)  # (T, 3, h, w), a view
-    if (height, width) != (out_h, out_w):
-        region = F.interpolate(region, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=True)
-    frames = region.contiguous().float().div_(255.0)
-    out = ClipArrays(frames=frames, keypoints=_float_tensor(clip.keypoints), boxes=_float_tensor(clip.boxes),
+        clip = clip.as_tensors()
+        return _resize(clip if region is None else _crop(clip, *region), out_h, out_w)
+    out = ClipArrays(frames=raw, keypoints=_float_tensor(clip.keypoints), boxes=_float_tensor(clip.boxes),
                      entity_conf=_float_tensor(clip.entity_conf))
-    out = _clip_boxes(_affine(out, sx=1.0, sy=1.0, dx=-x0, dy=-y0), size=(width, height))
-    return _affine(out, sx=out_w / width, sy=out_h / height, dx=0.0, dy=0.0)
+    width, height = int(raw.shape[2]), int(raw.shape[1])
+    if region is not None:
+        x0, y0, width, height = region
+        raw = raw[:, y0 : y0 + height, x0 : x0 + width]
+        out = _clip_boxes(_affine(out, sx=1.0, sy=1.0, dx=-x0, dy=-y0), size=(width, height))
+    frames = raw.permute(0, 3, 1, 2)  # (T, 3, h, w), a view
+    if (height, width) != (out_h, out_w):
+        frames = F.interpolate(frames, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=True)
+        out = _affine(out, sx=out_w / width, sy=out_h / height, dx=0.0, dy=0.0)
+    return replace(out, frames=frames.contiguous().float().div_(255.0))
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -256,7 +261,7 @@ class Resize:
                 new_w, new_h = max(1, round(width * self.size / height)), self.size
         else:
             new_h, new_w = _pair(self.size)
-        return _crop_resize(clip, 0, 0, width, height, new_h, new_w)
+        return _crop_resize(clip, None, new_h, new_w)
 
     def __repr__(self) -> str:
         return f"Resize({self.size})"
@@ -334,7 +339,7 @@ class RandomResizedCrop:
     def __call__(self, clip: ClipArrays) -> ClipArrays:
         width, height = clip.frame_size
         x0, y0, w, h = self.sample_region(width, height)
-        return _crop_resize(clip, x0, y0, w, h, *self.size)
+        return _crop_resize(clip, (x0, y0, w, h), *self.size)
 
     def __repr__(self) -> str:
         return f"RandomResizedCrop({self.size}, scale={self.scale}, ratio={self.ratio})"

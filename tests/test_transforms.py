@@ -271,3 +271,15 @@ def test_uint8_crop_and_resize_equal_the_float_path_within_rounding(make):
     assert float((fast.frames - slow.frames).abs().max()) <= 1.0 / 255 + 1e-6
     for name in ("keypoints", "boxes", "entity_conf"):
         torch.testing.assert_close(getattr(fast, name), getattr(slow, name))
+
+
+@pytest.mark.parametrize("as_float", [False, True])
+def test_resize_scales_boxes_without_clamping_them(as_float):
+    """Resize only scales: a box reaching past the frame keeps its extent (no crop, no clamp)."""
+    frames = np.zeros((1, 40, 80, 3), dtype=np.uint8)
+    boxes = np.array([[[70.0, 10.0, 95.0, 30.0]]], dtype=np.float32)  # beyond the 80 px width
+    clip = ClipArrays(frames=frames, boxes=boxes, entity_conf=np.ones((1, 1), np.float32))
+    out = Resize(20)(clip.as_tensors() if as_float else clip)
+    assert out.frames.shape == (1, 3, 20, 40)
+    torch.testing.assert_close(out.boxes, torch.from_numpy(boxes) / 2)
+    assert float(out.entity_conf[0, 0]) == 1.0
