@@ -98,6 +98,13 @@ class LocalSelfAttention(nn.Module):
         return self.proj(out) * mask[:, None, :].to(x.dtype)
 
 
+def pointwise_mlp(dim: int, mlp_ratio: float, dropout: float) -> nn.Sequential:
+    """The per-step MLP of a pyramid layer: (B, C, N) -> (B, C, N), hidden width ``dim * mlp_ratio``."""
+    hidden = int(dim * mlp_ratio)
+    return nn.Sequential(nn.Conv1d(dim, hidden, 1), nn.GELU(), nn.Dropout(dropout),
+                         nn.Conv1d(hidden, dim, 1), nn.Dropout(dropout))
+
+
 class LocalTransformerLayer(nn.Module):
     """Pre-norm transformer layer: local-window attention then a pointwise MLP, both residual and masked.
 
@@ -107,12 +114,10 @@ class LocalTransformerLayer(nn.Module):
     def __init__(self, dim: int, *, num_heads: int, window_size: int, mlp_ratio: float = 4.0,
                  dropout: float = 0.0):
         super().__init__()
-        hidden = int(dim * mlp_ratio)
         self.norm_attn = ChannelLayerNorm(dim)
         self.attn = LocalSelfAttention(dim, num_heads=num_heads, window_size=window_size, dropout=dropout)
         self.norm_mlp = ChannelLayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Conv1d(dim, hidden, 1), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Conv1d(hidden, dim, 1), nn.Dropout(dropout))
+        self.mlp = pointwise_mlp(dim, mlp_ratio, dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         keep = mask[:, None, :].to(x.dtype)
@@ -138,7 +143,6 @@ class SGPLayer(nn.Module):
     def __init__(self, dim: int, *, short_kernel: int = 3, long_kernel: int = 17, mlp_ratio: float = 4.0,
                  dropout: float = 0.0):
         super().__init__()
-        hidden = int(dim * mlp_ratio)
         self.norm = ChannelLayerNorm(dim)
         self.instant = nn.Conv1d(dim, dim, 1)
         self.context = nn.Conv1d(dim, dim, 1)
@@ -147,8 +151,7 @@ class SGPLayer(nn.Module):
         self.gate = MaskedConv1d(dim, dim, kernel_size=short_kernel, groups=dim)
         self.drop = nn.Dropout(dropout)
         self.norm_mlp = ChannelLayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Conv1d(dim, hidden, 1), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Conv1d(hidden, dim, 1), nn.Dropout(dropout))
+        self.mlp = pointwise_mlp(dim, mlp_ratio, dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         keep = mask[:, None, :].to(x.dtype)
