@@ -4,7 +4,13 @@ import torch
 
 from detection.assign import assign_targets
 from detection.losses import detection_loss
-from detection.model import LocalSelfAttention, SGPLayer, TemporalDetector, TridentBoundaries, masked_downsample
+from detection.model import (
+    LocalSelfAttention,
+    SGPLayer,
+    TemporalDetector,
+    TridentBoundaries,
+    masked_downsample,
+)
 from detection.postprocess import postprocess_detections
 from detection.timeline import Timeline
 
